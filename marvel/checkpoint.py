@@ -1,0 +1,89 @@
+"""Checkpoints: atomic writes, safe loads (``weights_only=True``: a shared file cannot run code)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from marvel.errors import CheckpointError
+from marvel.fsutil import atomic_write
+from marvel.nets import SquashedGaussianActor
+
+FORMAT = "marvel-checkpoint/1"
+LAST = "last.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically."""
+    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A .pt file, or a run dir whose ``checkpoints/last.pt`` is meant."""
+    path = Path(path).expanduser()
+    return path / "checkpoints" / LAST if path.is_dir() else path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a marvel checkpoint on the CPU; raise CheckpointError with the fix if unusable."""
+    file = resolve_checkpoint_path(path)
+    if not file.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {file}: pass checkpoint=<run dir> (holding checkpoints/{LAST}) "
+            "or checkpoint=<file.pt>"
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{file} is not a loadable marvel checkpoint ({first_line}); "
+            "it may be truncated or from another program"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a marvel checkpoint (expected format {FORMAT})")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python and torch RNG states, for exact resumption (marvel draws NumPy randomness from
+    its own seeded Generators, whose states live with their owners)."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_policy(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[SquashedGaussianActor, dict[str, Any]]:
+    """The actor of a finetuning checkpoint, ready to act, and the checkpoint's metadata.
+
+    Raises CheckpointError when the file does not hold a policy this code can rebuild.
+    """
+    state = load_checkpoint(path)
+    try:
+        obs_dim, act_dim = state["dims"]
+        hidden_sizes = state["agent_config"]["hidden_sizes"]
+        actor = SquashedGaussianActor(obs_dim, act_dim, hidden_sizes)
+        actor.load_state_dict(state["learner"]["agent"]["actor"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{resolve_checkpoint_path(path)} holds no usable policy ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else err!r})"
+        ) from None
+    metadata = {k: state[k] for k in ("task", "experiment", "seed", "dims") if k in state}
+    return actor.to(device).eval(), metadata

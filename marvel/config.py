@@ -1,0 +1,208 @@
+"""Structured-config schemas for every config group, registered with Hydra's ConfigStore.
+
+conf/config.yaml extends ``marvel_schema`` (the "Structured Config schema" pattern), so a
+misspelt key or a wrong type in any YAML file or override fails at start with Hydra's message.
+``validate`` then checks the ranges a type cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from marvel.data.dsrl_files import DEFAULT_MIRRORS
+from marvel.lagrange import CONTROLLERS, ControllerConfig
+from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLagConfig
+
+STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
+DATA_SOURCES = ("auto", "dsrl", "collect")
+
+
+class ConfigError(ValueError):
+    """A config value out of range; the message names the key and the valid values."""
+
+
+@dataclass
+class TaskFinetuneConfig:
+    """Per-task finetuning settings of the released code (METHOD.md section 4)."""
+
+    actor_lr: float = MISSING
+    critic_reward_lr: float = MISSING
+    critic_cost_lr: float = MISSING
+    lambda_lr: float = MISSING
+    alpha: float = MISSING
+    iterations: int = MISSING
+
+
+@dataclass
+class EnvConfig:
+    name: str = MISSING
+    cost_limit: float = 20.0  # episodic, undiscounted cost limit d
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # actor and Q_r
+    cost_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])  # Q_c
+    finetune: TaskFinetuneConfig = field(default_factory=TaskFinetuneConfig)
+
+
+@dataclass
+class CollectConfig:
+    """Dataset collection: SAC-Lag training runs under a cost-limit curriculum (DSRL's recipe).
+
+    The cost limit moves linearly from ``cost_limit_start`` to ``cost_limit_end`` between the
+    fractions ``curriculum_start`` and ``curriculum_end`` of the collection, so the data spans
+    poor-to-good and safe-to-unsafe behaviour; each episode adds Gaussian action noise with a
+    std drawn uniformly from [0, action_noise_max].
+    """
+
+    cost_limit_start: float = 5.0
+    cost_limit_end: float = 100.0
+    curriculum_start: float = 0.1
+    curriculum_end: float = 0.9
+    action_noise_max: float = 0.3
+    lambda_lr: float = 5e-3
+    agent: SACLagConfig = field(
+        default_factory=lambda: SACLagConfig(
+            hidden_sizes=[128, 128],
+            cost_hidden_sizes=[128, 128],
+            actor_lr=5e-4,
+            critic_reward_lr=1e-3,
+            critic_cost_lr=1e-3,
+            alpha=0.01,
+            auto_alpha=True,
+            reward_scale=1.0,
+            episodes_per_iteration=1,
+            updates_per_iteration=50,
+            batch_size=128,
+            minibatch_size=128,
+        )
+    )
+
+
+@dataclass
+class DataConfig:
+    source: str = "auto"  # auto | dsrl | collect; data.path=FILE uses that file instead
+    path: str | None = None
+    # DSRL mirrors, tried in order ({file} = the file name from dsrl.infos.DATASET_URLS)
+    mirrors: list[str] = field(default_factory=lambda: list(DEFAULT_MIRRORS))
+    download_timeout_s: float = 30.0
+    collect: CollectConfig = field(default_factory=CollectConfig)
+
+
+@dataclass
+class OfflineConfig:
+    algo: str = "none"  # none = random init (from scratch); CPQ, BEAR-Lag, BCQ-Lag: issue 3
+
+
+@dataclass
+class VpaConfig:
+    enabled: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline (default: no account needed) | online | disabled
+    project: str = "marvel"
+    entity: str | None = None
+    group: str | None = None  # default: the experiment name
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BudgetConfig:
+    name: str = MISSING
+    online_iterations: int = MISSING
+    eval_episodes: int = 10
+    eval_every: int = 10  # iterations
+    checkpoint_every: int = 10  # iterations
+    collect_episodes: int = MISSING
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = MISSING
+
+
+@dataclass
+class MarvelConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    vpa: VpaConfig = field(default_factory=VpaConfig)
+    pid: ControllerConfig = field(default_factory=ControllerConfig)
+    finetune: SACLagConfig = field(default_factory=SACLagConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment: str = MISSING  # the preset's name (conf/experiment/)
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    stage: str = "all"  # collect | pretrain | finetune | evaluate | all
+    checkpoint: str | None = None  # stage=evaluate: a run dir or a .pt file
+    torch_threads: int = 0  # 0: torch's default
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="marvel_schema", node=MarvelConfig)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(cfg: Any) -> None:
+    """Range checks a type cannot express; raises ConfigError naming the key and the fix."""
+    _check(cfg.stage in STAGES, "stage", f"got {cfg.stage!r}; valid: {', '.join(STAGES)}")
+    _check(cfg.env.cost_limit >= 0, "env.cost_limit", f"must be >= 0, got {cfg.env.cost_limit}")
+    _check(
+        cfg.data.source in DATA_SOURCES,
+        "data.source",
+        f"got {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}",
+    )
+    _check(cfg.pid.name in CONTROLLERS, "pid.name", f"got {cfg.pid.name!r}; valid: {CONTROLLERS}")
+    _check(
+        cfg.logger.backend in ("wandb", "none"),
+        "logger.backend",
+        f"got {cfg.logger.backend!r}; valid: wandb, none",
+    )
+    _check(
+        cfg.logger.mode in ("offline", "online", "disabled"),
+        "logger.mode",
+        f"got {cfg.logger.mode!r}; valid: offline, online, disabled",
+    )
+    for key in ("online_iterations", "eval_episodes", "eval_every", "checkpoint_every"):
+        value = cfg.budget[key]
+        _check(value >= 1, f"budget.{key}", f"must be >= 1, got {value}")
+    _check(
+        cfg.budget.collect_episodes >= 1,
+        "budget.collect_episodes",
+        f"must be >= 1, got {cfg.budget.collect_episodes}",
+    )
+    for prefix, agent in (
+        ("finetune", cfg.finetune),
+        ("data.collect.agent", cfg.data.collect.agent),
+    ):
+        for key in ("episodes_per_iteration", "updates_per_iteration", "batch_size"):
+            _check(agent[key] >= 1, f"{prefix}.{key}", f"must be >= 1, got {agent[key]}")
+        _check(
+            1 <= agent.minibatch_size <= agent.batch_size
+            and agent.batch_size % agent.minibatch_size == 0,
+            f"{prefix}.minibatch_size",
+            f"must divide batch_size={agent.batch_size}, got {agent.minibatch_size}",
+        )
+        _check(
+            agent.lambda_update_every in LAMBDA_UPDATE_EVERY,
+            f"{prefix}.lambda_update_every",
+            f"got {agent.lambda_update_every!r}; valid: {', '.join(LAMBDA_UPDATE_EVERY)}",
+        )
+        _check(0 < agent.gamma <= 1, f"{prefix}.gamma", f"must be in (0, 1], got {agent.gamma}")
+        _check(0 < agent.tau <= 1, f"{prefix}.tau", f"must be in (0, 1], got {agent.tau}")
+        _check(agent.alpha > 0, f"{prefix}.alpha", f"must be > 0, got {agent.alpha}")
+    _check(
+        cfg.stage != "evaluate" or cfg.checkpoint is not None,
+        "checkpoint",
+        "stage=evaluate needs checkpoint=<run dir or .pt file>",
+    )

@@ -1,0 +1,1 @@
+"""Offline datasets: DSRL's files (fetch, validate, load) and collected ones in DSRL's schema."""

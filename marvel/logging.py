@@ -1,0 +1,230 @@
+"""Metrics logging: every row goes to ``run_dir/metrics.jsonl`` and, when enabled, to W&B.
+
+The local JSONL file is the source of truth. W&B is best effort: an online run that cannot
+start falls back to offline mode, then to the local file alone, and a W&B error later on only
+stops W&B, never the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import platform
+import socket
+import subprocess
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import torch
+import wandb
+
+from marvel.fsutil import atomic_write_json
+
+PACKAGES = (
+    "torch",
+    "numpy",
+    "gymnasium",
+    "bullet-safety-gym",
+    "dsrl",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "h5py",
+)
+SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    """Output of ``git <args>`` run in the marvel package's directory; None if that fails."""
+    try:
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def run_metadata() -> dict[str, Any]:
+    """Where and with what a run ran: Python, host, package versions, git state, torch device."""
+    status = _git("status", "--porcelain")
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "packages": {name: _package_version(name) for name in PACKAGES},
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "cuda_available": cuda,
+        "device_name": torch.cuda.get_device_name(0) if cuda else "cpu",
+    }
+
+
+def _is_secret(key: Any) -> bool:
+    return any(word in str(key).lower() for word in SECRET_WORDS)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def redact(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of ``d`` without entries whose key contains key/token/secret/password, at any depth."""
+    return {k: _redact_value(v) for k, v in d.items() if not _is_secret(k)}
+
+
+def _item(value: Any) -> Any:
+    """A numpy/torch scalar as a Python number; anything else unchanged."""
+    return value.item() if hasattr(value, "item") and getattr(value, "shape", None) == () else value
+
+
+class RunLogger:
+    """One call site for metrics: ``run_dir/metrics.jsonl`` always, a W&B run when enabled.
+
+    Use as a context manager (or call ``finish``) so the W&B run is always closed.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: dict[str, Any],
+        *,
+        backend: Literal["wandb", "none"] = "wandb",
+        mode: Literal["offline", "online", "disabled"] = "offline",
+        project: str = "marvel",
+        entity: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        job_type: str | None = None,
+        run_id: str | None = None,
+        step_metric: str = "online/update",
+    ) -> None:
+        if backend not in ("wandb", "none"):
+            raise ValueError(f"backend must be 'wandb' or 'none', got {backend!r}")
+        if mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"mode must be 'offline', 'online' or 'disabled', got {mode!r}")
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.step_metric = step_metric
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._file = self.metrics_path.open("a")
+        self.run_id = run_id
+        self._run: wandb.Run | None = None
+        self._wandb_dir: Path | None = None
+        if backend == "wandb" and mode != "disabled":
+            self._run = self._start_wandb(
+                mode,
+                dir=str(self.run_dir),
+                project=project,
+                entity=entity,
+                group=group,
+                name=name,
+                tags=tags,
+                job_type=job_type,
+                config=redact(config),
+                id=run_id,
+                resume="allow",
+                # Finish any run still open in this process: Hydra multirun jobs never merge.
+                reinit="finish_previous",
+                settings=wandb.Settings(silent=True),
+            )
+        if self._run is not None:
+            self.run_id = self._run.id
+            self._wandb_dir = Path(self._run.dir).parent
+
+    def _start_wandb(self, mode: str, **init_kwargs: Any) -> wandb.Run | None:
+        """``wandb.init`` in ``mode``, falling back online -> offline -> no W&B, with a warning."""
+        for attempt in ("online", "offline") if mode == "online" else (mode,):
+            try:
+                run = wandb.init(mode=attempt, **init_kwargs)
+                run.define_metric(self.step_metric)
+                run.define_metric("*", step_metric=self.step_metric)
+                return run
+            except Exception as e:
+                fallback = "offline mode" if attempt == "online" else f"{self.metrics_path} only"
+                warnings.warn(
+                    f"W&B {attempt} init failed ({e}); continuing with {fallback}.", stacklevel=3
+                )
+                # A failed init keeps its run id reserved in wandb-core: restart the service.
+                with contextlib.suppress(Exception):
+                    wandb.teardown()
+        return None
+
+    def _wandb_call(self, action: str, call: Callable[[wandb.Run], Any]) -> None:
+        """Apply ``call`` to the W&B run, if any; on error warn and stop using W&B."""
+        if self._run is None:
+            return
+        try:
+            call(self._run)
+        except Exception as e:
+            warnings.warn(
+                f"W&B {action} failed ({e}); W&B stopped, {self.metrics_path} keeps logging.",
+                stacklevel=3,
+            )
+            self._run = None
+
+    @property
+    def wandb_dir(self) -> Path | None:
+        """The W&B run's local folder (``run_dir/wandb/<offline-run-...>``), or None."""
+        return self._wandb_dir
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Log one row of scalars at ``step`` (the step metric, e.g. policy-gradient updates)."""
+        row = {k: float(_item(v)) for k, v in metrics.items()}
+        row[self.step_metric] = int(step)
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        self._wandb_call("log", lambda run: run.log(row))
+
+    def update_config(self, values: Mapping[str, Any]) -> None:
+        """Add ``values`` (secrets removed) to the W&B config, e.g. facts known after loading."""
+        clean = redact(values)
+        self._wandb_call("config", lambda run: run.config.update(clean, allow_val_change=True))
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        """Write ``run_dir/summary.json`` atomically; copy its flat scalars to the W&B summary."""
+        clean = {k: _item(v) for k, v in redact(summary).items()}
+        path = atomic_write_json(self.run_dir / "summary.json", clean)
+        scalars = {k: v for k, v in clean.items() if isinstance(v, (bool, int, float, str))}
+        self._wandb_call("summary", lambda run: run.summary.update(scalars))
+        return path
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the metrics file and finish the W&B run (``exit_code`` != 0 marks it failed)."""
+        if self._file.closed:
+            return
+        self._file.close()
+        self._wandb_call("finish", lambda run: run.finish(exit_code=exit_code))
+        self._run = None
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.finish(exit_code=0 if exc_type is None else 1)

@@ -1,0 +1,79 @@
+"""Running a policy in an env: whole episodes, as arrays ready for a replay buffer or a dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from marvel.envs import step_cost
+from marvel.nets import SquashedGaussianActor
+
+
+@dataclass
+class Episode:
+    """One episode: transitions (leading axis = time) and its unscaled returns."""
+
+    transitions: dict[str, np.ndarray]  # obs, act, reward, cost, next_obs, done, timeout
+    reward: float
+    cost: float
+
+    @property
+    def length(self) -> int:
+        return len(self.transitions["obs"])
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """A distinct, reproducible reset seed for episode ``index`` of a run seeded ``seed``.
+
+    Seeding every reset (rather than only the first) makes an episode depend on (seed, index)
+    alone, so a resumed run replays exactly what an uninterrupted one would.
+    """
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def run_episode(
+    env: gym.Env,
+    actor: SquashedGaussianActor,
+    device: torch.device,
+    *,
+    seed: int,
+    deterministic: bool = False,
+    action_noise: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> Episode:
+    """Roll out ``actor`` for one full episode (until termination or the time limit).
+
+    ``action_noise`` adds N(0, action_noise^2) to each action (clipped to [-1, 1]): the extra
+    exploration used when collecting datasets.
+    """
+    obs, _ = env.reset(seed=seed)
+    steps: dict[str, list] = {k: [] for k in ("obs", "act", "reward", "cost", "next_obs", "done")}
+    truncated = terminated = False
+    while not (terminated or truncated):
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
+        action = actor.act(obs_t, deterministic)[0].cpu().numpy()
+        if action_noise > 0.0:
+            assert rng is not None, "action noise needs an rng"
+            action = np.clip(action + action_noise * rng.standard_normal(action.shape), -1, 1)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        for key, value in (
+            ("obs", obs),
+            ("act", action),
+            ("reward", reward),
+            ("cost", step_cost(info)),
+            ("next_obs", next_obs),
+            ("done", terminated),
+        ):
+            steps[key].append(value)
+        obs = next_obs
+    transitions = {k: np.asarray(v, dtype=np.float32) for k, v in steps.items()}
+    transitions["timeout"] = np.zeros_like(transitions["done"])
+    transitions["timeout"][-1] = float(truncated and not terminated)
+    return Episode(
+        transitions,
+        reward=float(np.sum(steps["reward"])),
+        cost=float(np.sum(steps["cost"])),
+    )

@@ -1,0 +1,289 @@
+"""SAC-Lagrangian: the online finetuning agent and its iteration loop (METHOD.md section 4).
+
+The agent never imports Hydra: it takes a ``SACLagConfig`` and plain tensors. The multiplier
+lambda comes from a ``marvel.lagrange`` controller that the loop (``OnlineLearner``) owns.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from marvel.data.buffer import Batch, ReplayBuffer
+from marvel.lagrange import LagrangeController
+from marvel.nets import CriticEnsemble, SquashedGaussianActor
+from marvel.rollout import Episode, episode_seed, run_episode
+
+LAMBDA_UPDATE_EVERY = ("update", "minibatch", "iteration")
+
+
+@dataclass
+class SACLagConfig:
+    """SAC-Lag hyperparameters and its iteration schedule (METHOD.md sections 2 and 4)."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # actor and Q_r
+    cost_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])  # Q_c
+    num_reward_critics: int = 2
+    actor_lr: float = 5e-5
+    critic_reward_lr: float = 5e-3
+    critic_cost_lr: float = 5e-3
+    gamma: float = 0.99
+    tau: float = 0.005
+    alpha: float = 1e-3  # fixed per task (code); auto_alpha tunes it towards target_entropy
+    auto_alpha: bool = False
+    alpha_lr: float = 3e-4
+    target_entropy: float | None = None  # None: -act_dim (SAC's default)
+    reward_scale: float = 0.1  # rewards are scaled during learning only (code)
+    # The released code scores the actor with the *target* critics; the paper's L_pi uses Q.
+    actor_uses_target_critics: bool = False
+    # Iteration: E episodes, then U updates of batch_size samples in minibatch_size steps.
+    episodes_per_iteration: int = 5  # code 5, paper 3
+    updates_per_iteration: int = 5
+    batch_size: int = 256
+    minibatch_size: int = 64
+    # When lambda <- controller.update(J_c) runs: per update (METHOD.md), per minibatch (code).
+    lambda_update_every: str = "update"
+    buffer_capacity: int = 1_000_000
+
+
+class SACLag:
+    """Actor, reward-critic ensemble Q_r (min over heads), cost critic Q_c and their targets."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: SACLagConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.actor = SquashedGaussianActor(obs_dim, act_dim, cfg.hidden_sizes).to(device)
+        self.reward_critic = CriticEnsemble(
+            obs_dim, act_dim, cfg.hidden_sizes, cfg.num_reward_critics
+        ).to(device)
+        self.cost_critic = CriticEnsemble(obs_dim, act_dim, cfg.cost_hidden_sizes, 1).to(device)
+        self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
+        self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(float(np.log(cfg.alpha)), device=device, requires_grad=True)
+        self.target_entropy = (
+            -float(act_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
+        )
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.reward_critic_optimizer = torch.optim.Adam(
+            self.reward_critic.parameters(), lr=cfg.critic_reward_lr
+        )
+        self.cost_critic_optimizer = torch.optim.Adam(
+            self.cost_critic.parameters(), lr=cfg.critic_cost_lr
+        )
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    def update(self, batch: Batch, lam: float) -> dict[str, torch.Tensor]:
+        """One gradient step on a minibatch (METHOD.md section 4). Returns detached losses."""
+        cfg, alpha = self.cfg, self.alpha
+        obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
+        reward = cfg.reward_scale * batch["reward"]
+        not_done = 1.0 - batch["done"]
+
+        # Critic targets, a' ~ pi(.|s'):
+        #   y_r = r + gamma (1 - d) [min_j Qbar_r,j(s', a') - alpha log pi(a'|s')]
+        #   y_c = c + gamma (1 - d) Qbar_c(s', a')
+        with torch.no_grad():
+            next_act, next_log_prob = self.actor(next_obs)
+            next_q_r = self.reward_critic_target(next_obs, next_act).min(0).values
+            y_r = reward + cfg.gamma * not_done * (next_q_r - alpha * next_log_prob)
+            y_c = (
+                batch["cost"]
+                + cfg.gamma * not_done * self.cost_critic_target(next_obs, next_act)[0]
+            )
+
+        # L_Qr = sum_j E (Q_r,j(s,a) - y_r)^2 ;  L_Qc = E (Q_c(s,a) - y_c)^2
+        q_r = self.reward_critic(obs, act)
+        loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
+        loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
+        self._step(self.reward_critic_optimizer, loss_q_r)
+        self._step(self.cost_critic_optimizer, loss_q_c)
+
+        # L_pi = E [-min_j Q_r,j(s, a~) + lambda Q_c(s, a~) + alpha log pi(a~|s)], a~ reparam.
+        reward_critic, cost_critic = (
+            (self.reward_critic_target, self.cost_critic_target)
+            if cfg.actor_uses_target_critics
+            else (self.reward_critic, self.cost_critic)
+        )
+        new_act, log_prob = self.actor(obs)
+        q_r_pi = reward_critic(obs, new_act).min(0).values
+        q_c_pi = cost_critic(obs, new_act)[0]
+        loss_actor = (-q_r_pi + lam * q_c_pi + alpha * log_prob).mean()
+        self._step(self.actor_optimizer, loss_actor)
+
+        losses = {
+            "loss/critic_reward": loss_q_r.detach(),
+            "loss/critic_cost": loss_q_c.detach(),
+            "loss/actor": loss_actor.detach(),
+            "train/entropy": -log_prob.detach().mean(),
+        }
+        if cfg.auto_alpha:  # J(alpha) = E[-alpha (log pi + target entropy)]
+            loss_alpha = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            self._step(self.alpha_optimizer, loss_alpha)
+            losses["loss/alpha"] = loss_alpha.detach()
+
+        self._soft_update(self.reward_critic, self.reward_critic_target)
+        self._soft_update(self.cost_critic, self.cost_critic_target)
+        return losses
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def _soft_update(self, net: torch.nn.Module, target: torch.nn.Module) -> None:
+        """Polyak averaging: theta_bar <- (1 - tau) theta_bar + tau theta."""
+        params, target_params = list(net.parameters()), list(target.parameters())
+        torch._foreach_lerp_(target_params, params, self.cfg.tau)
+
+    def _modules(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "reward_critic": self.reward_critic,
+            "cost_critic": self.cost_critic,
+            "reward_critic_target": self.reward_critic_target,
+            "cost_critic_target": self.cost_critic_target,
+            "actor_optimizer": self.actor_optimizer,
+            "reward_critic_optimizer": self.reward_critic_optimizer,
+            "cost_critic_optimizer": self.cost_critic_optimizer,
+            "alpha_optimizer": self.alpha_optimizer,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {name: m.state_dict() for name, m in self._modules().items()}
+        state["log_alpha"] = self.log_alpha.detach().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Strict load of every network and optimizer (METHOD.md section 4: exact transfer)."""
+        for name, module in self._modules().items():
+            module.load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+
+
+class OnlineLearner:
+    """The online loop of METHOD.md section 4: each iteration rolls out E episodes with the
+    stochastic policy, then takes U updates, feeding the controller the mean episode cost J_c."""
+
+    def __init__(
+        self,
+        agent: SACLag,
+        controller: LagrangeController,
+        env: gym.Env,
+        buffer: ReplayBuffer,
+        seed: int,
+    ) -> None:
+        if agent.cfg.lambda_update_every not in LAMBDA_UPDATE_EVERY:
+            raise ValueError(
+                f"lambda_update_every must be one of {LAMBDA_UPDATE_EVERY}, "
+                f"got {agent.cfg.lambda_update_every!r}"
+            )
+        self.agent, self.controller, self.env, self.buffer = agent, controller, env, buffer
+        self.seed = seed
+        self.noise_rng = np.random.default_rng(seed)
+        self.iteration = 0
+        self.updates = 0
+        self.episodes = 0
+        self.env_steps = 0
+        self.cumulative_cost = 0.0
+
+    def rollout(self, num_episodes: int, action_noise: float = 0.0) -> list[Episode]:
+        """Roll out ``num_episodes`` stochastic episodes and add them to the replay buffer."""
+        episodes = []
+        for _ in range(num_episodes):
+            episode = run_episode(
+                self.env,
+                self.agent.actor,
+                self.agent.device,
+                seed=episode_seed(self.seed, self.episodes),
+                action_noise=action_noise,
+                rng=self.noise_rng,
+            )
+            self.buffer.add(episode.transitions)
+            self.episodes += 1
+            self.env_steps += episode.length
+            self.cumulative_cost += episode.cost
+            episodes.append(episode)
+        return episodes
+
+    def improve(self, episode_cost: float) -> dict[str, float]:
+        """U updates, each of batch_size samples split into minibatch_size gradient steps."""
+        cfg, every = self.agent.cfg, self.agent.cfg.lambda_update_every
+        if every == "iteration":
+            self.controller.update(episode_cost)
+        totals: dict[str, torch.Tensor] = {}
+        steps = 0
+        for _ in range(cfg.updates_per_iteration):
+            if every == "update":
+                self.controller.update(episode_cost)
+            batch = self.buffer.sample(cfg.batch_size)
+            for start in range(0, cfg.batch_size, cfg.minibatch_size):
+                if every == "minibatch":
+                    self.controller.update(episode_cost)
+                minibatch = {k: v[start : start + cfg.minibatch_size] for k, v in batch.items()}
+                for name, value in self.agent.update(minibatch, self.controller.lam).items():
+                    totals[name] = totals.get(name, 0.0) + value
+                steps += 1
+            self.updates += 1
+        return {name: float(total) / max(steps, 1) for name, total in totals.items()}
+
+    def iteration_step(self) -> dict[str, float]:
+        """One iteration; returns its metrics row (METHOD.md section 4, DESIGN.md names)."""
+        cfg = self.agent.cfg
+        start = time.perf_counter()
+        episodes = self.rollout(cfg.episodes_per_iteration)
+        rollout_s = time.perf_counter() - start
+        episode_cost = float(np.mean([e.cost for e in episodes]))
+        start = time.perf_counter()
+        losses = self.improve(episode_cost)
+        update_s = time.perf_counter() - start
+        self.iteration += 1
+        return {
+            "online/iteration": self.iteration,
+            "online/env_steps": self.env_steps,
+            "train/episode_reward": float(np.mean([e.reward for e in episodes])),
+            "train/episode_cost": episode_cost,
+            "train/cumulative_cost": self.cumulative_cost,
+            "train/alpha": float(self.agent.alpha),
+            **losses,
+            **self.controller.terms(),
+            "perf/env_steps_per_s": sum(e.length for e in episodes) / max(rollout_s, 1e-9),
+            "perf/updates_per_s": cfg.updates_per_iteration / max(update_s, 1e-9),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent.state_dict(),
+            "controller": self.controller.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "noise_rng": self.noise_rng.bit_generator.state,
+            "counters": {
+                "iteration": self.iteration,
+                "updates": self.updates,
+                "episodes": self.episodes,
+                "env_steps": self.env_steps,
+                "cumulative_cost": self.cumulative_cost,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.controller.load_state_dict(state["controller"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.noise_rng.bit_generator.state = state["noise_rng"]
+        counters = state["counters"]
+        self.iteration, self.updates = int(counters["iteration"]), int(counters["updates"])
+        self.episodes, self.env_steps = int(counters["episodes"]), int(counters["env_steps"])
+        self.cumulative_cost = float(counters["cumulative_cost"])

@@ -1,0 +1,130 @@
+"""The command line as users run it (``python run.py ...``), at smoke budget: the contracts of
+issue 2, the artifacts of DESIGN.md, and one clear line for each kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marvel.data.dsrl_files import load_dsrl_dataset
+from tests.conftest import read_metrics, read_summary, run_cli
+
+SMOKE = ("budget=smoke",)
+
+
+@pytest.fixture(scope="module")
+def scratch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("scratch")
+    run_cli("experiment=from_scratch", "env=BallRun", *SMOKE, f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def collect_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("collect")
+    run_cli("stage=collect", "env=BallCircle", *SMOKE, f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_from_scratch_contract(scratch_run: Path) -> None:
+    summary = read_summary(scratch_run)
+    for key in ("reward", "cost", "normalized_reward", "normalized_cost"):
+        assert isinstance(summary["eval"][key], float)
+    assert summary["experiment"] == "from_scratch" and summary["task"]["name"] == "BallRun"
+    assert summary["online"]["iterations"] == 2 and summary["online"]["updates"] == 10
+    assert summary["metadata"]["packages"]["dsrl"] == "0.1.0"
+    rows = read_metrics(scratch_run)
+    assert len(rows) == 3  # the starting policy's evaluation, then one row per iteration
+    assert all("online/update" in r and "lagrange/lambda" in r for r in rows)
+    assert [r["online/update"] for r in rows] == [0, 5, 10]
+    assert (scratch_run / ".hydra" / "config.yaml").is_file()
+    assert (scratch_run / "checkpoints" / "last.pt").is_file()
+
+
+def test_wandb_offline_run_written(scratch_run: Path) -> None:
+    runs = list((scratch_run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "the offline run holds its .wandb log"
+
+
+def test_evaluate_a_checkpoint(scratch_run: Path, tmp_path: Path) -> None:
+    run_cli("stage=evaluate", f"checkpoint={scratch_run}", *SMOKE, f"hydra.run.dir={tmp_path}")
+    summary = read_summary(tmp_path)
+    assert summary["task"]["name"] == "BallRun"
+    assert summary["eval"]["episodes"] == 2
+    # the same deterministic policy and seeds: the finetuning run's final evaluation
+    assert summary["eval"]["reward"] == pytest.approx(read_summary(scratch_run)["eval"]["reward"])
+
+
+def test_collect_contract(collect_run: Path) -> None:
+    dataset = read_summary(collect_run)["dataset"]
+    assert dataset["source"] == "collect" and len(dataset["sha256"]) == 64
+    path = Path(dataset["path"])
+    data = load_dsrl_dataset(path, "BallCircle")  # through dsrl's own get_dataset
+    assert data["observations"].shape == (4 * 200, 8) and data["actions"].shape == (800, 2)
+    assert path.with_suffix(".crplot.png").stat().st_size > 0
+
+
+def test_collection_is_cached(collect_run: Path, tmp_path: Path) -> None:
+    proc = run_cli("stage=collect", "env=BallCircle", *SMOKE, f"hydra.run.dir={tmp_path}")
+    assert "reusing collected dataset" in proc.stdout + proc.stderr
+    assert (
+        read_summary(tmp_path)["dataset"]["sha256"]
+        == read_summary(collect_run)["dataset"]["sha256"]
+    )
+
+
+def test_data_path_uses_the_file(collect_run: Path, tmp_path: Path) -> None:
+    path = read_summary(collect_run)["dataset"]["path"]
+    run_cli(
+        "stage=finetune",
+        "env=BallCircle",
+        f"data.path={path}",
+        "logger=none",
+        "budget.online_iterations=1",
+        *SMOKE,
+        f"hydra.run.dir={tmp_path}",
+    )
+    summary = read_summary(tmp_path)
+    assert summary["dataset"]["source"] == "file" and summary["dataset"]["path"] == path
+    assert not (tmp_path / "wandb").exists()  # logger=none
+
+
+def assert_clean_error(proc, *fragments: str) -> None:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in output, output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (("env=PointGoal",), ("PointGoal", "BallCircle", "AntRun")),
+        (("finetune.actr_lr=1",), ("actr_lr",)),
+        (("finetune.batch_size=many",), ("batch_size", "many")),
+        (("env.cost_limit=-1",), ("env.cost_limit", ">= 0")),
+        (("budget.online_iterations=0",), ("budget.online_iterations",)),
+        (("stage=pretrain",), ("not available yet",)),
+        (("stage=collect", "data.path=/nonexistent.hdf5"), ("/nonexistent.hdf5",)),
+        (("stage=collect", "data.path=/etc/hostname"), ("HDF5",)),
+    ],
+)
+def test_bad_input_fails_with_one_clear_message(overrides, fragments, tmp_path: Path) -> None:
+    proc = run_cli(*overrides, *SMOKE, f"hydra.run.dir={tmp_path}", check=False)
+    assert_clean_error(proc, *fragments)
+
+
+def test_dsrl_unreachable_says_how_to_proceed(tmp_path: Path) -> None:
+    proc = run_cli(
+        "data=dsrl",
+        "stage=collect",
+        "env=BallRun",
+        *SMOKE,
+        f"hydra.run.dir={tmp_path}",
+        "data.mirrors=['http://127.0.0.1:9/{file}']",
+        check=False,
+    )
+    assert_clean_error(proc, "SafetyBallRun-v0-80-940.hdf5", "DSRL_DATASET_DIR", "data=collect")

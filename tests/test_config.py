@@ -1,0 +1,91 @@
+"""Config composition: every group option composes and validates; bad input fails clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from marvel.config import ConfigError, register_configs, validate
+from marvel.envs import TASKS
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
+
+register_configs()
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_groups_of_design() -> None:
+    for group in (
+        "env",
+        "data",
+        "offline",
+        "vpa",
+        "pid",
+        "finetune",
+        "logger",
+        "budget",
+        "experiment",
+    ):
+        assert group in GROUPS
+    assert sorted(f.stem for f in (CONF / "env").glob("*.yaml")) == sorted(TASKS)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS)
+def test_every_option_composes_and_validates(group: str, option: str) -> None:
+    cfg = compose_config(f"{group}={option}")
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    validate(cfg)
+
+
+def test_defaults_follow_method() -> None:
+    cfg = compose_config("budget=paper")
+    assert cfg.env.name == "BallCircle" and cfg.env.cost_limit == 20
+    assert cfg.experiment == "from_scratch" and cfg.offline.algo == "none"
+    assert cfg.finetune.gamma == 0.99 and cfg.finetune.tau == 0.005
+    assert cfg.finetune.actor_lr == 5e-5 and cfg.finetune.critic_cost_lr == 5e-3
+    assert cfg.pid.lr == 1e-4 and cfg.pid.lambda_init == 0.0
+    assert cfg.budget.online_iterations == 100
+    assert compose_config("env=DroneRun").finetune.hidden_sizes == [256, 256, 256]
+
+
+def test_misspelt_key_fails() -> None:
+    with pytest.raises(Exception, match="actr_lr"):
+        compose_config("finetune.actr_lr=1e-3")
+
+
+def test_wrong_type_fails() -> None:
+    with pytest.raises(Exception, match="batch_size"):
+        compose_config("finetune.batch_size=many")
+
+
+def test_unknown_option_lists_valid_ones() -> None:
+    with pytest.raises(Exception, match="BallCircle") as err:
+        compose_config("env=PointGoal")
+    assert "AntRun" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("env.cost_limit=-5", "env.cost_limit"),
+        ("budget.online_iterations=0", "budget.online_iterations"),
+        ("finetune.episodes_per_iteration=0", "finetune.episodes_per_iteration"),
+        ("finetune.minibatch_size=100", "finetune.minibatch_size"),
+        ("finetune.lambda_update_every=epoch", "lambda_update_every"),
+        ("stage=train", "stage"),
+        ("stage=evaluate", "checkpoint"),
+        ("data.source=web", "data.source"),
+    ],
+)
+def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config(override))

@@ -1,0 +1,156 @@
+"""RunLogger with real W&B in offline mode: the local JSONL always, W&B runs that never merge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import wandb
+
+from marvel.logging import RunLogger, redact, run_metadata
+
+
+@pytest.fixture(autouse=True)
+def quiet_offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No API key anywhere, offline by default, W&B settings kept inside the test's tmp dir."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def offline_run_dirs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_offline_run_writes_jsonl_and_wandb_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    logger = RunLogger(run_dir, {"seed": 0, "algo": {"lr": 3e-4}}, backend="wandb", mode="offline")
+    logger.log({"online/return": np.float32(1.5), "online/cost": torch.tensor(2.0)}, step=1)
+    logger.log({"online/return": 3.0}, step=2)
+    assert wandb.run is not None and wandb.run.id == logger.run_id
+    logger.finish()
+    logger.finish()  # idempotent
+
+    assert wandb.run is None
+    assert read_rows(run_dir) == [
+        {"online/return": 1.5, "online/cost": 2.0, "online/update": 1},
+        {"online/return": 3.0, "online/update": 2},
+    ]
+    (wandb_dir,) = offline_run_dirs(run_dir)
+    assert logger.wandb_dir == wandb_dir
+    assert wandb_dir.name.endswith(logger.run_id)
+    assert (wandb_dir / f"run-{logger.run_id}.wandb").is_file()
+    assert not (tmp_path / "elsewhere").exists()  # dir= wins over WANDB_DIR
+
+
+def test_sequential_runs_never_merge(tmp_path: Path) -> None:
+    ids = []
+    for i in range(2):
+        with RunLogger(tmp_path / f"job{i}", {"seed": i}) as logger:
+            logger.log({"x": i}, step=i)
+            ids.append(logger.run_id)
+        assert wandb.run is None
+    assert ids[0] != ids[1]
+    assert [len(offline_run_dirs(tmp_path / f"job{i}")) for i in range(2)] == [1, 1]
+
+
+def test_context_manager_marks_failure_and_reattaches_by_id(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), RunLogger(tmp_path / "run", {}, run_id="fixedid1") as logger:
+        logger.log({"x": 1.0}, step=1)
+        raise RuntimeError("boom")
+    assert wandb.run is None and logger.run_id == "fixedid1"
+    with RunLogger(tmp_path / "run", {}, run_id="fixedid1") as resumed:
+        resumed.log({"x": 2.0}, step=2)
+    assert resumed.run_id == "fixedid1"
+    assert [row["x"] for row in read_rows(tmp_path / "run")] == [1.0, 2.0]
+
+
+def test_backend_none_writes_only_jsonl(tmp_path: Path) -> None:
+    with RunLogger(tmp_path, {"seed": 0}, backend="none") as logger:
+        logger.log({"x": 1.0}, step=7)
+        logger.update_config({"dataset": "d"})
+    assert read_rows(tmp_path) == [{"x": 1.0, "online/update": 7}]
+    assert logger.wandb_dir is None and logger.run_id is None
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_online_without_key_falls_back_to_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    with pytest.warns(UserWarning, match="online init failed"):
+        logger = RunLogger(tmp_path, {}, mode="online")
+    with logger:
+        logger.log({"x": 1.0}, step=1)
+    assert read_rows(tmp_path) == [{"x": 1.0, "online/update": 1}]
+    assert len(offline_run_dirs(tmp_path)) == 1
+
+
+def test_wandb_failures_never_stop_the_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def broken_init(**kwargs: object) -> None:
+        raise RuntimeError("no W&B today")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with pytest.warns(UserWarning, match="offline init failed"):
+        logger = RunLogger(tmp_path / "a", {})
+    with logger:
+        logger.log({"x": 1.0}, step=1)
+        logger.write_summary({"ok": True})
+    assert logger.wandb_dir is None
+    assert read_rows(tmp_path / "a") == [{"x": 1.0, "online/update": 1}]
+
+    monkeypatch.undo()
+    with RunLogger(tmp_path / "b", {}) as logger:
+        run = logger._run
+        monkeypatch.setattr(run, "log", broken_init)
+        with pytest.warns(UserWarning, match="W&B log failed"):
+            logger.log({"x": 1.0}, step=1)
+        logger.log({"x": 2.0}, step=2)  # W&B dropped, the local file goes on
+    run.finish()
+    assert [row["x"] for row in read_rows(tmp_path / "b")] == [1.0, 2.0]
+
+
+def test_redact_removes_secrets_at_any_depth() -> None:
+    config = {
+        "WANDB_API_KEY": "x",
+        "seed": 1,
+        "wandb": {"project": "p", "Token": "t", "nested": [{"db_password": "p", "ok": 2}]},
+        "auth": {"client_secret": "s"},
+    }
+    assert redact(config) == {
+        "seed": 1,
+        "wandb": {"project": "p", "nested": [{"ok": 2}]},
+        "auth": {},
+    }
+
+
+def test_summary_and_config_are_redacted(tmp_path: Path) -> None:
+    with RunLogger(tmp_path, {"seed": 0, "api_key": "secret"}) as logger:
+        logger.update_config({"dataset": {"name": "d", "hf_token": "t"}})
+        path = logger.write_summary(
+            {"return": np.float64(10.0), "cost": 3, "curve": [1, 2], "password": "pw"}
+        )
+        run = wandb.run
+        assert dict(run.config) == {"seed": 0, "dataset": {"name": "d"}}
+        assert run.summary["return"] == 10.0 and "curve" not in run.summary.keys()
+    assert path == tmp_path / "summary.json"
+    assert json.loads(path.read_text()) == {"return": 10.0, "cost": 3, "curve": [1, 2]}
+
+
+def test_run_metadata() -> None:
+    meta = run_metadata()
+    assert set(meta["packages"]) >= {"torch", "numpy", "wandb", "hydra-core", "omegaconf", "h5py"}
+    assert meta["packages"]["wandb"] == wandb.__version__
+    assert "git_commit" in meta and "git_dirty" in meta
+    assert isinstance(meta["cuda_available"], bool)
+    json.dumps(meta)

@@ -1,0 +1,28 @@
+"""marvel's normalized scores equal dsrl's own ``get_normalized_score`` (METHOD.md section 7)."""
+
+from __future__ import annotations
+
+import dsrl.offline_bullet_safety_gym  # noqa: F401  (registers Offline*-v0)
+import gymnasium as gym
+import pytest
+
+from marvel.envs import TASKS, real_std_streams, task_spec
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_matches_dsrl(name: str) -> None:
+    with real_std_streams():
+        offline_env = gym.make(f"Offline{name}-v0").unwrapped
+    for cost_limit in (0.0, 10.0, 20.0):
+        offline_env.set_target_cost(cost_limit)
+        spec = task_spec(name, cost_limit)
+        for reward, cost in [(0.0, 0.0), (123.4, 7.0), (900.0, 35.5)]:
+            expected = offline_env.get_normalized_score(reward, cost)
+            assert spec.normalize(reward, cost) == pytest.approx(expected, rel=1e-12)
+    offline_env.close()
+
+
+def test_safe_iff_normalized_cost_at_most_one() -> None:
+    spec = task_spec("BallCircle", 20.0)
+    assert spec.normalize(0.0, 20.0)[1] == 1.0
+    assert spec.normalize(0.0, 21.0)[1] > 1.0
