@@ -11,6 +11,7 @@ import contextlib
 import importlib.metadata
 import json
 import platform
+import re
 import socket
 import subprocess
 import warnings
@@ -35,7 +36,7 @@ PACKAGES = (
     "wandb",
     "h5py",
 )
-SECRET_WORDS = ("key", "token", "secret", "password")
+SECRET_WORDS = ("key", "apikey", "token", "secret", "password")
 
 
 def _package_version(name: str) -> str | None:
@@ -77,7 +78,8 @@ def run_metadata() -> dict[str, Any]:
 
 
 def _is_secret(key: Any) -> bool:
-    return any(word in str(key).lower() for word in SECRET_WORDS)
+    """True for names such as WANDB_API_KEY, token, db-password (whole words, any separator)."""
+    return any(word in SECRET_WORDS for word in re.split(r"[^a-z0-9]+", str(key).lower()))
 
 
 def _redact_value(value: Any) -> Any:
@@ -89,13 +91,25 @@ def _redact_value(value: Any) -> Any:
 
 
 def redact(d: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy of ``d`` without entries whose key contains key/token/secret/password, at any depth."""
+    """Copy of ``d`` without entries named like secrets (key, token, ...), at any depth."""
     return {k: _redact_value(v) for k, v in d.items() if not _is_secret(k)}
 
 
 def _item(value: Any) -> Any:
     """A numpy/torch scalar as a Python number; anything else unchanged."""
     return value.item() if hasattr(value, "item") and getattr(value, "shape", None) == () else value
+
+
+def _flat_scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested scalars as ``a/b`` keys ({"eval": {"reward": 1}} -> {"eval/reward": 1})."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flat_scalars(value, f"{name}/"))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+    return flat
 
 
 class RunLogger:
@@ -206,7 +220,7 @@ class RunLogger:
         """Write ``run_dir/summary.json`` atomically; copy its flat scalars to the W&B summary."""
         clean = {k: _item(v) for k, v in redact(summary).items()}
         path = atomic_write_json(self.run_dir / "summary.json", clean)
-        scalars = {k: v for k, v in clean.items() if isinstance(v, (bool, int, float, str))}
+        scalars = _flat_scalars(clean)
         self._wandb_call("summary", lambda run: run.summary.update(scalars))
         return path
 

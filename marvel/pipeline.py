@@ -6,6 +6,7 @@ config, caches what a later run can reuse (collected datasets), logs, and checkp
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from marvel.config import validate
 from marvel.data.buffer import ReplayBuffer
 from marvel.data.collect import collect_dataset, content_key
 from marvel.data.dsrl_files import (
+    DatasetError,
     DatasetIdentity,
     DatasetUnavailableError,
     dsrl_dataset_dir,
@@ -86,8 +88,15 @@ def collected_dataset(ctx: RunContext) -> DatasetIdentity:
     key = content_key(ctx.task, collect_cfg, episodes, cfg.seed)
     path = Path(cfg.paths.cache_dir).expanduser() / "datasets" / f"{ctx.task.name}-{key}.hdf5"
     if path.is_file():
+        digest = sha256_file(path)
+        recorded = json.loads(path.with_suffix(".json").read_text())["identity"]["sha256"]
+        if digest != recorded:
+            raise DatasetError(
+                f"{path} changed since it was collected (SHA-256 differs from its .json); "
+                "delete it to collect it again"
+            )
         log(f"reusing collected dataset {path}")
-        return DatasetIdentity(path=str(path), sha256=sha256_file(path), source="collect")
+        return DatasetIdentity(path=str(path), sha256=digest, source="collect")
     log(f"collecting {episodes} episodes of {ctx.task.name} into {path}")
     start = time.perf_counter()
     identity = collect_dataset(ctx.task, collect_cfg, episodes, cfg.seed, ctx.device, path)

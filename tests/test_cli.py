@@ -48,6 +48,18 @@ def test_wandb_offline_run_written(scratch_run: Path) -> None:
     assert list(runs[0].glob("*.wandb")), "the offline run holds its .wandb log"
 
 
+def test_same_seed_same_metrics(scratch_run: Path, tmp_path: Path) -> None:
+    run_cli("experiment=from_scratch", "env=BallRun", *SMOKE, f"hydra.run.dir={tmp_path}")
+
+    def numbers(run_dir: Path) -> list[dict]:
+        return [
+            {k: v for k, v in row.items() if not k.startswith("perf/")}
+            for row in read_metrics(run_dir)
+        ]
+
+    assert numbers(tmp_path) == numbers(scratch_run)
+
+
 def test_evaluate_a_checkpoint(scratch_run: Path, tmp_path: Path) -> None:
     run_cli("stage=evaluate", f"checkpoint={scratch_run}", *SMOKE, f"hydra.run.dir={tmp_path}")
     summary = read_summary(tmp_path)

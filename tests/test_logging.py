@@ -125,12 +125,14 @@ def test_redact_removes_secrets_at_any_depth() -> None:
         "WANDB_API_KEY": "x",
         "seed": 1,
         "wandb": {"project": "p", "Token": "t", "nested": [{"db_password": "p", "ok": 2}]},
-        "auth": {"client_secret": "s"},
+        "auth": {"client_secret": "s", "apiKey": "k"},
+        "monkey": 3,  # a word that merely contains "key" stays
     }
     assert redact(config) == {
         "seed": 1,
         "wandb": {"project": "p", "nested": [{"ok": 2}]},
         "auth": {},
+        "monkey": 3,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -98,8 +99,11 @@ def collect_dataset(
             )
     env.close()
 
+    # The HDF5 file takes its final name last: where it exists, its metadata and plot do too.
     data = _to_dsrl(episodes)
-    write_dsrl_hdf5(path, data)
+    staging = path.with_name(path.name + ".partial")
+    write_dsrl_hdf5(staging, data)
+    identity = DatasetIdentity(path=str(path), sha256=sha256_file(staging), source="collect")
     rewards, costs = episode_returns(data)
     save_cr_plot(
         costs,
@@ -108,7 +112,6 @@ def collect_dataset(
         path.with_suffix(".crplot.png"),
         title=f"{task.name}: {len(rewards)} episodes, {len(data['rewards'])} transitions",
     )
-    identity = DatasetIdentity(path=str(path), sha256=sha256_file(path), source="collect")
     atomic_write_json(
         path.with_suffix(".json"),
         {
@@ -122,4 +125,5 @@ def collect_dataset(
             "cost_return": {"min": float(costs.min()), "max": float(costs.max())},
         },
     )
+    os.replace(staging, path)
     return identity

@@ -162,7 +162,7 @@ def validate_dataset(path: str | os.PathLike, task: str) -> None:
     ``task``: HDF5, every DSRL key, shapes of the task, one length, finite values, not empty."""
     path = Path(path)
     obs_shape, act_shape = _space_shapes(task)
-    fix = f"re-download it (delete it and run again) {COLLECT_HINT}"
+    fix = f"replace it with a good copy (a DSRL download: delete it and run again), {COLLECT_HINT}"
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist; check the path, {COLLECT_HINT}")
     if not h5py.is_hdf5(path):
