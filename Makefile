@@ -11,7 +11,6 @@ STAMP := $(VENV)/.installed
 # does not build on Python 3.11, and marvel uses only dsrl's Bullet part.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps dsrl==0.1.0
