@@ -121,6 +121,8 @@ def assert_clean_error(proc, *fragments: str) -> None:
         (("budget.online_iterations=0",), ("budget.online_iterations",)),
         (("stage=pretrain",), ("not available yet",)),
         (("stage=collect", "data.path=/nonexistent.hdf5"), ("/nonexistent.hdf5",)),
+        (("stage=evaluate", "checkpoint=/nonexistent/run"), ("no checkpoint at",)),
+        (("stage=evaluate", "checkpoint=/etc/hostname"), ("not a loadable marvel checkpoint",)),
         (("stage=collect", "data.path=/etc/hostname"), ("HDF5",)),
     ],
 )
