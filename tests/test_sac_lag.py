@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
+from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.envs import make_env, space_dims, task_spec
 from marvel.evaluate import evaluate
@@ -104,11 +106,10 @@ def test_state_dict_round_trip_is_strict() -> None:
         wider.load_state_dict(a.state_dict())
 
 
-def make_learner(seed: int, **overrides) -> tuple[OnlineLearner, SACLag]:
+def make_learner(seed: int, cfg: SACLagConfig) -> tuple[OnlineLearner, SACLag]:
     torch.manual_seed(seed)
     env = make_env("BallRun")
     obs_dim, act_dim = space_dims(env)
-    cfg = small_config(**overrides)
     agent = SACLag(obs_dim, act_dim, cfg, CPU)
     buffer = ReplayBuffer(obs_dim, act_dim, 100_000, CPU, seed)
     return OnlineLearner(agent, DualAscent(20.0, 1e-2), env, buffer, seed), agent
@@ -116,7 +117,8 @@ def make_learner(seed: int, **overrides) -> tuple[OnlineLearner, SACLag]:
 
 def test_same_seed_same_numbers() -> None:
     def rows(seed: int) -> list[dict]:
-        learner, _ = make_learner(seed, episodes_per_iteration=1, updates_per_iteration=3)
+        cfg = small_config(episodes_per_iteration=1, updates_per_iteration=3)
+        learner, _ = make_learner(seed, cfg)
         out = [learner.iteration_step() for _ in range(2)]
         return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in out]
 
@@ -125,22 +127,10 @@ def test_same_seed_same_numbers() -> None:
 
 
 def test_learns_on_ballrun() -> None:
-    """FSRL-style learning test: a short SAC-Lag run clearly beats the untrained policy."""
-    learner, agent = make_learner(
-        0,
-        hidden_sizes=[128, 128],
-        cost_hidden_sizes=[128, 128],
-        actor_lr=1e-3,
-        critic_reward_lr=1e-3,
-        critic_cost_lr=1e-3,
-        alpha=0.01,
-        auto_alpha=True,
-        reward_scale=1.0,
-        episodes_per_iteration=1,
-        updates_per_iteration=100,
-        batch_size=64,
-        minibatch_size=64,
-    )
+    """FSRL-style learning test: a short SAC-Lag run (the collector's recipe, one episode then
+    100 updates per iteration) clearly beats the untrained policy."""
+    cfg = dataclasses.replace(CollectConfig().agent, updates_per_iteration=100)
+    learner, agent = make_learner(0, cfg)
     task, eval_env = task_spec("BallRun"), make_env("BallRun")
     before = evaluate(agent.actor, eval_env, task, 2, 0, CPU)
     for _ in range(12):
