@@ -44,7 +44,7 @@ class SACLagConfig:
     # The released code scores the actor with the *target* critics; the paper's L_pi uses Q.
     actor_uses_target_critics: bool = False
     # Iteration: E episodes, then U updates of batch_size samples in minibatch_size steps.
-    episodes_per_iteration: int = 5  # code 5, paper 3
+    episodes_per_iteration: int = 3  # the paper; the released code uses 5
     updates_per_iteration: int = 5
     batch_size: int = 256
     minibatch_size: int = 64

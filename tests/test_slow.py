@@ -18,7 +18,7 @@ def test_main_command_learns(tmp_path: Path) -> None:
     """``python run.py`` (the README's main job) improves on its random starting policy."""
     run_cli("logger=none", f"hydra.run.dir={tmp_path}", timeout=600)
     summary = read_summary(tmp_path)
-    assert summary["online"]["updates"] == 250 and summary["online"]["env_steps"] == 50_000
+    assert summary["online"]["updates"] == 250 and summary["online"]["env_steps"] == 30_000
     assert summary["eval"]["normalized_reward"] > summary["initial_eval"]["normalized_reward"] + 0.2
 
 
