@@ -163,6 +163,12 @@ def validate(cfg: Any) -> None:
         f"got {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}",
     )
     _check(cfg.pid.name in CONTROLLERS, "pid.name", f"got {cfg.pid.name!r}; valid: {CONTROLLERS}")
+    for key in ("kp", "ki", "kd", "lr", "lambda_init"):
+        _check(cfg.pid[key] >= 0, f"pid.{key}", f"must be >= 0, got {cfg.pid[key]}")
+    _check(cfg.pid.d_delay >= 1, "pid.d_delay", f"must be >= 1, got {cfg.pid.d_delay}")
+    for key in ("ema_p", "ema_d"):
+        _check(0 <= cfg.pid[key] < 1, f"pid.{key}", f"must be in [0, 1), got {cfg.pid[key]}")
+    _check(cfg.pid.gain_clip >= 1, "pid.gain_clip", f"must be >= 1, got {cfg.pid.gain_clip}")
     _check(
         cfg.logger.backend in ("wandb", "none"),
         "logger.backend",

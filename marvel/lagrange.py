@@ -8,10 +8,13 @@ agents (OmniSafe's design) and, unlike OmniSafe's, carry their full state for ch
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -98,22 +101,201 @@ class DualAscent(LagrangeController):
         self._last_error = float(state["last_error"])
 
 
+class PIDLagrangian(LagrangeController):
+    """PID Lagrangian (Stooke et al. 2020, in OmniSafe's form; METHOD.md section 5, ``pid=pid``).
+
+    With e = J_c - d:
+        I <- max(0, I + K_i e)                      integral, starting at lambda_0
+        p <- a_p p + (1 - a_p) e                    smoothed error
+        q <- a_d q + (1 - a_d) J_c                  smoothed cost
+        D = max(0, q - q_{t-k})                     derivative over a delay of k steps
+        lambda = max(0, K_p p + I + K_d D)          (clipped to lambda_max if given)
+    The delay window holds the last k smoothed costs; it starts as [0] (OmniSafe).
+    """
+
+    def __init__(
+        self,
+        cost_limit: float,
+        kp: float,
+        ki: float,
+        kd: float,
+        d_delay: int = 10,
+        ema_p: float = 0.9,
+        ema_d: float = 0.9,
+        lambda_init: float = 0.0,
+        lambda_max: float | None = None,
+    ) -> None:
+        super().__init__(cost_limit)
+        self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
+        self.ema_p, self.ema_d, self.lambda_max = ema_p, ema_d, lambda_max
+        self.integral = float(lambda_init)
+        self.smoothed_error = 0.0
+        self.smoothed_cost = 0.0
+        self.derivative = 0.0
+        self.cost_window: deque[float] = deque([0.0], maxlen=d_delay)
+        self._lam = max(0.0, float(lambda_init))
+        self._last_error = 0.0
+
+    @property
+    def lam(self) -> float:
+        return self._lam
+
+    def update(self, episode_cost: float) -> float:
+        cost = float(episode_cost)
+        error = cost - self.cost_limit
+        self.integral = max(0.0, self.integral + self.ki * error)
+        self.smoothed_error = self.ema_p * self.smoothed_error + (1 - self.ema_p) * error
+        self.smoothed_cost = self.ema_d * self.smoothed_cost + (1 - self.ema_d) * cost
+        self.derivative = max(0.0, self.smoothed_cost - self.cost_window[0])
+        lam = self.kp * self.smoothed_error + self.integral + self.kd * self.derivative
+        self._lam = min(max(0.0, lam), math.inf if self.lambda_max is None else self.lambda_max)
+        self.cost_window.append(self.smoothed_cost)
+        self._last_error = error
+        self.adapt()
+        return self._lam
+
+    def adapt(self) -> None:
+        """Gain adaptation after each step: none for fixed-gain PID (see AdaptivePID)."""
+
+    def terms(self) -> dict[str, float]:
+        return {
+            "lagrange/lambda": self._lam,
+            "lagrange/error": self._last_error,
+            "lagrange/p": self.smoothed_error,
+            "lagrange/i": self.integral,
+            "lagrange/d": self.derivative,
+            "lagrange/kp": self.kp,
+            "lagrange/ki": self.ki,
+            "lagrange/kd": self.kd,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "gains": [self.kp, self.ki, self.kd],
+            "integral": self.integral,
+            "smoothed_error": self.smoothed_error,
+            "smoothed_cost": self.smoothed_cost,
+            "derivative": self.derivative,
+            "cost_window": list(self.cost_window),
+            "lambda": self._lam,
+            "last_error": self._last_error,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.kp, self.ki, self.kd = (float(g) for g in state["gains"])
+        self.integral = float(state["integral"])
+        self.smoothed_error = float(state["smoothed_error"])
+        self.smoothed_cost = float(state["smoothed_cost"])
+        self.derivative = float(state["derivative"])
+        self.cost_window = deque(state["cost_window"], maxlen=self.cost_window.maxlen)
+        self._lam = float(state["lambda"])
+        self._last_error = float(state["last_error"])
+
+
+class AdaptivePID(PIDLagrangian):
+    """Marvel's adaptive PID (aPID; METHOD.md section 5, ``pid=adaptive``).
+
+    After each PID step, with W the window of the last k smoothed costs (after this step's
+    append), m = mean(W) + 0.1 and s = std(W) (population):
+        K_p <- K_p (1 + a (m - d)/m)     [kp_tanh: K_p (1 + a tanh((m - d)/m))]
+        K_i <- K_i (1 + b (m - d)/m)
+        K_d <- K_d (1 + g s/m)
+    then every gain is clipped to [K0 / gain_clip, gain_clip K0] of its initial value K0.
+    METHOD.md writes the K_p and K_i rules as two branches (m > d: 1 + a (m - d)/m; else
+    1 - a (d - m)/m); they are one expression. Gains grow while the cost is above the limit and
+    shrink below it; K_d grows with the cost's volatility.
+    """
+
+    def __init__(
+        self,
+        cost_limit: float,
+        kp: float,
+        ki: float,
+        kd: float,
+        d_delay: int = 10,
+        ema_p: float = 0.9,
+        ema_d: float = 0.9,
+        lambda_init: float = 0.0,
+        lambda_max: float | None = None,
+        adapt_kp: float = 0.05,
+        adapt_ki: float = 0.05,
+        adapt_kd: float = 0.05,
+        kp_tanh: bool = False,
+        gain_clip: float = 10.0,
+    ) -> None:
+        super().__init__(cost_limit, kp, ki, kd, d_delay, ema_p, ema_d, lambda_init, lambda_max)
+        self.initial_gains = (self.kp, self.ki, self.kd)
+        self.adapt_kp, self.adapt_ki, self.adapt_kd = adapt_kp, adapt_ki, adapt_kd
+        self.kp_tanh, self.gain_clip = kp_tanh, gain_clip
+
+    def adapt(self) -> None:
+        window = np.asarray(self.cost_window, dtype=np.float64)
+        m, s = float(window.mean()) + 0.1, float(window.std())
+        relative_error = (m - self.cost_limit) / m
+        kp_step = math.tanh(relative_error) if self.kp_tanh else relative_error
+        gains = (
+            self.kp * (1 + self.adapt_kp * kp_step),
+            self.ki * (1 + self.adapt_ki * relative_error),
+            self.kd * (1 + self.adapt_kd * s / m),
+        )
+        self.kp, self.ki, self.kd = (
+            min(max(gain, k0 / self.gain_clip), k0 * self.gain_clip)
+            for gain, k0 in zip(gains, self.initial_gains, strict=True)
+        )
+
+
 @dataclass
 class ControllerConfig:
-    """The ``pid`` config group (conf/pid/*.yaml)."""
+    """The ``pid`` config group (conf/pid/*.yaml); each controller reads its own fields."""
 
-    name: str = "dual"
-    lr: float = 1e-4
-    lambda_init: float = 0.0
-    optimizer: str = "adam"
+    name: str = "dual"  # dual | pid | adaptive
+    lambda_init: float = 0.0  # lambda_0; the offline multiplier is never carried over
     lambda_max: float | None = None
+    # dual ascent
+    lr: float = 1e-4
+    optimizer: str = "adam"
+    # PID (the released code's defaults)
+    kp: float = 5e-6
+    ki: float = 5e-6
+    kd: float = 5e-6
+    d_delay: int = 10
+    ema_p: float = 0.9
+    ema_d: float = 0.9
+    # aPID gain adaptation (the released code's a = b = g = 0.05, clip to [K0/10, 10 K0])
+    adapt_kp: float = 0.05
+    adapt_ki: float = 0.05
+    adapt_kd: float = 0.05
+    kp_tanh: bool = False  # the paper's tanh on the K_p adaptation
+    gain_clip: float = 10.0
 
 
-CONTROLLERS = ("dual",)  # pid and adaptive (aPID) join with issue 3
+CONTROLLERS = ("dual", "pid", "adaptive")
 
 
 def make_controller(cfg: ControllerConfig, cost_limit: float) -> LagrangeController:
     """Build the controller named by ``cfg.name``."""
+    pid_args = dict(
+        kp=cfg.kp,
+        ki=cfg.ki,
+        kd=cfg.kd,
+        d_delay=cfg.d_delay,
+        ema_p=cfg.ema_p,
+        ema_d=cfg.ema_d,
+        lambda_init=cfg.lambda_init,
+        lambda_max=cfg.lambda_max,
+    )
     if cfg.name == "dual":
         return DualAscent(cost_limit, cfg.lr, cfg.lambda_init, cfg.optimizer, cfg.lambda_max)
+    if cfg.name == "pid":
+        return PIDLagrangian(cost_limit, **pid_args)
+    if cfg.name == "adaptive":
+        return AdaptivePID(
+            cost_limit,
+            **pid_args,
+            adapt_kp=cfg.adapt_kp,
+            adapt_ki=cfg.adapt_ki,
+            adapt_kd=cfg.adapt_kd,
+            kp_tanh=cfg.kp_tanh,
+            gain_clip=cfg.gain_clip,
+        )
     raise ValueError(f"unknown controller {cfg.name!r}; valid: {', '.join(CONTROLLERS)}")

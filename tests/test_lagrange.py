@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from marvel.lagrange import ControllerConfig, DualAscent, make_controller
+from marvel.lagrange import (
+    AdaptivePID,
+    ControllerConfig,
+    DualAscent,
+    PIDLagrangian,
+    make_controller,
+)
 
 
 def test_sgd_step_is_lr_times_error() -> None:
@@ -49,3 +57,93 @@ def test_factory_and_unknown_names() -> None:
         make_controller(ControllerConfig(name="lqr"), 20.0)
     with pytest.raises(ValueError, match="optimizer"):
         DualAscent(20.0, 0.1, optimizer="rmsprop")
+
+
+# PID and aPID (METHOD.md section 5) against hand-computed sequences.
+PID_GAINS = dict(kp=0.1, ki=0.01, kd=0.5, d_delay=2, ema_p=0.5, ema_d=0.5)
+
+
+def test_pid_hand_computed_sequence() -> None:
+    pid = PIDLagrangian(cost_limit=10.0, **PID_GAINS)
+    # J=20: e=10, I=0.1, p=5, q=10, D=10-0=10, lambda=0.1*5+0.1+0.5*10
+    assert pid.update(20.0) == pytest.approx(5.6)
+    # J=30: e=20, I=0.3, p=12.5, q=20, D=20-0 (window [0, 10]), lambda=1.25+0.3+10
+    assert pid.update(30.0) == pytest.approx(11.55)
+    # J=5: e=-5, I=0.25, p=3.75, q=12.5, D=12.5-10 (window [10, 20]), lambda=0.375+0.25+1.25
+    assert pid.update(5.0) == pytest.approx(1.875)
+    terms = pid.terms()
+    assert terms["lagrange/p"] == pytest.approx(3.75) and terms["lagrange/i"] == pytest.approx(0.25)
+    assert terms["lagrange/d"] == pytest.approx(2.5) and terms["lagrange/kp"] == 0.1
+
+
+def test_pid_lambda_is_never_negative_and_integral_starts_at_lambda_init() -> None:
+    pid = PIDLagrangian(cost_limit=10.0, lambda_init=0.65, **PID_GAINS)
+    assert pid.lam == 0.65 and pid.terms()["lagrange/i"] == 0.65
+    for _ in range(50):
+        assert pid.update(0.0) >= 0.0
+    assert pid.lam == 0.0 and pid.integral == 0.0
+
+
+def test_apid_hand_computed_gains_high_and_low_cost() -> None:
+    apid = AdaptivePID(cost_limit=10.0, **PID_GAINS)
+    apid.update(20.0)  # window [0, 10]: m = 5.1, s = 5 (below the limit: gains shrink)
+    factor = 1 + 0.05 * (5.1 - 10) / 5.1
+    assert apid.kp == pytest.approx(0.1 * factor) and apid.ki == pytest.approx(0.01 * factor)
+    assert apid.kd == pytest.approx(0.5 * (1 + 0.05 * 5 / 5.1))
+    kp, ki, kd = apid.kp, apid.ki, apid.kd
+    apid.update(60.0)  # q = 0.5*10 + 0.5*60 = 35; window [10, 35]: m = 22.6, s = 12.5 (above)
+    factor = 1 + 0.05 * (22.6 - 10) / 22.6
+    assert apid.kp == pytest.approx(kp * factor) and apid.ki == pytest.approx(ki * factor)
+    assert apid.kd == pytest.approx(kd * (1 + 0.05 * 12.5 / 22.6))
+
+
+def test_apid_gains_are_clipped_to_a_tenth_and_ten_times() -> None:
+    low = AdaptivePID(cost_limit=20.0, **PID_GAINS)
+    for _ in range(200):
+        low.update(0.0)  # far below the limit: K_p, K_i shrink to K0 / 10
+    assert low.kp == pytest.approx(0.01) and low.ki == pytest.approx(0.001)
+    high = AdaptivePID(cost_limit=1.0, **PID_GAINS)
+    for i in range(200):
+        high.update(300.0 * (i % 2))  # far above the limit and volatile: every gain to 10 K0
+    assert (high.kp, high.ki, high.kd) == pytest.approx((1.0, 0.1, 5.0))
+
+
+def test_apid_kp_tanh() -> None:
+    apid = AdaptivePID(cost_limit=10.0, kp_tanh=True, **PID_GAINS)
+    apid.update(20.0)
+    relative = (5.1 - 10) / 5.1
+    assert apid.kp == pytest.approx(0.1 * (1 + 0.05 * math.tanh(relative)))
+    assert apid.ki == pytest.approx(0.01 * (1 + 0.05 * relative))  # tanh on K_p only
+
+
+@pytest.mark.parametrize("cls", [PIDLagrangian, AdaptivePID])
+def test_monotone_response_to_violation(cls) -> None:
+    def after_30_steps(cost: float) -> tuple[float, float]:
+        controller = cls(cost_limit=20.0, **PID_GAINS)
+        integrals = []
+        for _ in range(30):
+            controller.update(cost)
+            integrals.append(controller.integral)
+        assert integrals == sorted(integrals)  # the integral only grows above the limit
+        return controller.lam, controller.integral
+
+    lambdas, integrals = zip(*(after_30_steps(c) for c in (25.0, 30.0, 50.0, 80.0)), strict=True)
+    assert list(lambdas) == sorted(lambdas) and len(set(lambdas)) == 4 and lambdas[0] > 0
+    assert list(integrals) == sorted(integrals)
+
+
+@pytest.mark.parametrize("cls", [PIDLagrangian, AdaptivePID])
+def test_pid_state_round_trip(cls) -> None:
+    a = cls(cost_limit=20.0, **PID_GAINS)
+    for cost in (40.0, 10.0, 35.0, 22.0):
+        a.update(cost)
+    b = cls(cost_limit=20.0, **PID_GAINS)
+    b.load_state_dict(a.state_dict())
+    for cost in (50.0, 5.0, 30.0):
+        assert a.update(cost) == b.update(cost)
+    assert a.terms() == b.terms()
+
+
+def test_factory_builds_every_controller() -> None:
+    for name, cls in (("dual", DualAscent), ("pid", PIDLagrangian), ("adaptive", AdaptivePID)):
+        assert type(make_controller(ControllerConfig(name=name), 20.0)) is cls
