@@ -16,6 +16,7 @@ from omegaconf import MISSING
 from marvel.data.dsrl_files import DEFAULT_MIRRORS
 from marvel.lagrange import CONTROLLERS, ControllerConfig
 from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLagConfig
+from marvel.vpa import VPAConfig
 
 STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
 DATA_SOURCES = ("auto", "dsrl", "collect")
@@ -96,11 +97,6 @@ class OfflineConfig:
 
 
 @dataclass
-class VpaConfig:
-    enabled: bool = False
-
-
-@dataclass
 class LoggerConfig:
     backend: str = "wandb"  # wandb | none
     mode: str = "offline"  # offline (default: no account needed) | online | disabled
@@ -130,7 +126,7 @@ class MarvelConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
-    vpa: VpaConfig = field(default_factory=VpaConfig)
+    vpa: VPAConfig = field(default_factory=VPAConfig)
     pid: ControllerConfig = field(default_factory=ControllerConfig)
     finetune: SACLagConfig = field(default_factory=SACLagConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)

@@ -82,31 +82,41 @@ class SACLag:
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp()
 
-    def update(self, batch: Batch, lam: float) -> dict[str, torch.Tensor]:
-        """One gradient step on a minibatch (METHOD.md section 4). Returns detached losses."""
-        cfg, alpha = self.cfg, self.alpha
-        obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
-        reward = cfg.reward_scale * batch["reward"]
-        not_done = 1.0 - batch["done"]
+    def critic_update(
+        self, batch: Batch, alpha_reward: torch.Tensor | float, alpha_cost: torch.Tensor | float
+    ) -> dict[str, torch.Tensor]:
+        """One gradient step of both critics towards soft targets under the current actor.
 
-        # Critic targets, a' ~ pi(.|s'):
-        #   y_r = r + gamma (1 - d) [min_j Qbar_r,j(s', a') - alpha log pi(a'|s')]
-        #   y_c = c + gamma (1 - d) Qbar_c(s', a')
+        With a' ~ pi(.|s'):
+            y_r = r + gamma (1 - d) [min_j Qbar_r,j(s', a') - alpha_r log pi(a'|s')]
+            y_c = c + gamma (1 - d) [Qbar_c(s', a')        - alpha_c log pi(a'|s')]
+            L_Qr = sum_j E (Q_r,j(s,a) - y_r)^2 ;  L_Qc = E (Q_c(s,a) - y_c)^2
+        SAC-Lag (METHOD.md section 4) uses alpha_r = alpha, alpha_c = 0; Value Pre-Alignment
+        (section 3) uses its own alpha_r^VPA, alpha_c^VPA with the frozen pi_0.
+        """
+        cfg = self.cfg
+        obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
+        discount = cfg.gamma * (1.0 - batch["done"])
         with torch.no_grad():
             next_act, next_log_prob = self.actor(next_obs)
             next_q_r = self.reward_critic_target(next_obs, next_act).min(0).values
-            y_r = reward + cfg.gamma * not_done * (next_q_r - alpha * next_log_prob)
-            y_c = (
-                batch["cost"]
-                + cfg.gamma * not_done * self.cost_critic_target(next_obs, next_act)[0]
+            next_q_c = self.cost_critic_target(next_obs, next_act)[0]
+            y_r = cfg.reward_scale * batch["reward"] + discount * (
+                next_q_r - alpha_reward * next_log_prob
             )
+            y_c = batch["cost"] + discount * (next_q_c - alpha_cost * next_log_prob)
 
-        # L_Qr = sum_j E (Q_r,j(s,a) - y_r)^2 ;  L_Qc = E (Q_c(s,a) - y_c)^2
         q_r = self.reward_critic(obs, act)
         loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
         loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
         self._step(self.reward_critic_optimizer, loss_q_r)
         self._step(self.cost_critic_optimizer, loss_q_c)
+        return {"loss/critic_reward": loss_q_r.detach(), "loss/critic_cost": loss_q_c.detach()}
+
+    def update(self, batch: Batch, lam: float) -> dict[str, torch.Tensor]:
+        """One SAC-Lag gradient step on a minibatch (METHOD.md section 4); detached losses."""
+        cfg, alpha, obs = self.cfg, self.alpha, batch["obs"]
+        losses = self.critic_update(batch, alpha_reward=alpha, alpha_cost=0.0)
 
         # L_pi = E [-min_j Q_r,j(s, a~) + lambda Q_c(s, a~) + alpha log pi(a~|s)], a~ reparam.
         reward_critic, cost_critic = (
@@ -119,21 +129,21 @@ class SACLag:
         q_c_pi = cost_critic(obs, new_act)[0]
         loss_actor = (-q_r_pi + lam * q_c_pi + alpha * log_prob).mean()
         self._step(self.actor_optimizer, loss_actor)
+        losses["loss/actor"] = loss_actor.detach()
+        losses["train/entropy"] = -log_prob.detach().mean()
 
-        losses = {
-            "loss/critic_reward": loss_q_r.detach(),
-            "loss/critic_cost": loss_q_c.detach(),
-            "loss/actor": loss_actor.detach(),
-            "train/entropy": -log_prob.detach().mean(),
-        }
         if cfg.auto_alpha:  # J(alpha) = E[-alpha (log pi + target entropy)]
             loss_alpha = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
             self._step(self.alpha_optimizer, loss_alpha)
             losses["loss/alpha"] = loss_alpha.detach()
 
+        self.update_targets()
+        return losses
+
+    def update_targets(self) -> None:
+        """Polyak averaging of both critics' targets."""
         self._soft_update(self.reward_critic, self.reward_critic_target)
         self._soft_update(self.cost_critic, self.cost_critic_target)
-        return losses
 
     @staticmethod
     def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
