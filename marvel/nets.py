@@ -35,6 +35,11 @@ class SquashedGaussianActor(nn.Module):
         self.mu = nn.Linear(hidden_sizes[-1], act_dim)
         self.log_std = nn.Linear(hidden_sizes[-1], act_dim)
 
+    def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-std of the pre-tanh Gaussian."""
+        h = F.relu(self.trunk(obs))
+        return self.mu(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
     def forward(
         self, obs: torch.Tensor, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,9 +47,7 @@ class SquashedGaussianActor(nn.Module):
 
         With ``deterministic`` the action is tanh(mu) (evaluation, METHOD.md section 7).
         """
-        h = F.relu(self.trunk(obs))
-        mu = self.mu(h)
-        log_std = self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        mu, log_std = self.distribution(obs)
         std = log_std.exp()
         u = mu if deterministic else mu + std * torch.randn_like(mu)
         # log N(u; mu, std) minus the tanh Jacobian, log(1 - tanh(u)^2) in its stable form.
@@ -56,6 +59,18 @@ class SquashedGaussianActor(nn.Module):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions for rollouts: no autograd graph."""
         return self(obs, deterministic)[0]
+
+
+def gaussian_kl(
+    mu_p: torch.Tensor, log_std_p: torch.Tensor, mu_q: torch.Tensor, log_std_q: torch.Tensor
+) -> torch.Tensor:
+    """KL(N_p || N_q) of diagonal Gaussians, summed over the last axis.
+
+    tanh is a bijection, so this is also the KL between the two squashed policies.
+    """
+    var_p, var_q = (2 * log_std_p).exp(), (2 * log_std_q).exp()
+    kl = log_std_q - log_std_p + (var_p + (mu_p - mu_q) ** 2) / (2 * var_q) - 0.5
+    return kl.sum(-1)
 
 
 class EnsembleLinear(nn.Module):
@@ -93,3 +108,48 @@ class CriticEnsemble(nn.Module):
         for layer in self.layers[:-1]:
             x = F.relu(layer(x))
         return self.layers[-1](x).squeeze(-1)
+
+
+class ConditionalVAE(nn.Module):
+    """Behaviour model p(a|s) as a conditional VAE (BCQ, BEAR and CPQ use one; OSRL's layout).
+
+    Encoder q(z|s,a) = N(mu, sigma^2), decoder a = max_action * tanh(f(s, z)); ``latent_dim``
+    is usually 2 * act_dim. ``decode`` without z samples z ~ N(0, 1) clipped to [-0.5, 0.5].
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int],
+        latent_dim: int,
+        max_action: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.latent_dim, self.max_action = latent_dim, max_action
+        self.encoder = mlp(obs_dim + act_dim, hidden_sizes, 2 * latent_dim)
+        self.decoder = mlp(obs_dim + latent_dim, hidden_sizes, act_dim)
+
+    def forward(
+        self, obs: torch.Tensor, act: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruction, mean and std of q(z|s,a)."""
+        mean, log_std = self.encoder(torch.cat([obs, act], -1)).chunk(2, -1)
+        std = log_std.clamp(-4.0, 15.0).exp()
+        z = mean + std * torch.randn_like(std)
+        return self.decode(obs, z), mean, std
+
+    def decode(self, obs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        if z is None:
+            z = torch.randn(obs.shape[0], self.latent_dim, device=obs.device).clamp(-0.5, 0.5)
+        return self.max_action * torch.tanh(self.decoder(torch.cat([obs, z], -1)))
+
+    def loss(self, obs: torch.Tensor, act: torch.Tensor, kl_weight: float = 0.5) -> torch.Tensor:
+        """Per-sample negative ELBO: ||a - a_hat||^2 + kl_weight * KL(q(z|s,a) || N(0, I)).
+
+        Per sample (shape (B,)), so it doubles as an out-of-distribution score (CPQ).
+        """
+        recon, mean, std = self(obs, act)
+        recon_loss = ((recon - act) ** 2).sum(-1)
+        kl = -0.5 * (1 + torch.log(std.pow(2)) - mean.pow(2) - std.pow(2)).sum(-1)
+        return recon_loss + kl_weight * kl

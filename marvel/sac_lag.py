@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.lagrange import LagrangeController
-from marvel.nets import CriticEnsemble, SquashedGaussianActor
+from marvel.nets import CriticEnsemble, SquashedGaussianActor, gaussian_kl
 from marvel.rollout import Episode, episode_seed, run_episode
 
 LAMBDA_UPDATE_EVERY = ("update", "minibatch", "iteration")
@@ -48,6 +48,10 @@ class SACLagConfig:
     updates_per_iteration: int = 5
     batch_size: int = 256
     minibatch_size: int = 64
+    # O2O baselines the released code hooks for (METHOD.md section 6); 0 = off (Marvel):
+    kl_to_prior: float = 0.0  # beta of a PROTO-style beta * KL(pi || pi_0) in the actor loss
+    target_noise_std: float = 0.0  # SO2: N(0, std^2) noise on target actions (SO2: 0.1)
+    target_noise_clip: float = 0.5  # the noise is clipped to +-clip (TD3/SO2 practice)
     # When lambda <- controller.update(J_c) runs: per update (METHOD.md), per minibatch (code).
     lambda_update_every: str = "update"
     buffer_capacity: int = 1_000_000
@@ -77,6 +81,13 @@ class SACLag:
             self.cost_critic.parameters(), lr=cfg.critic_cost_lr
         )
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.prior_actor: SquashedGaussianActor | None = None
+        if cfg.kl_to_prior > 0:
+            self.freeze_prior()
+
+    def freeze_prior(self) -> None:
+        """Keep a frozen copy of the current actor as pi_0 for the KL-to-prior penalty."""
+        self.prior_actor = copy.deepcopy(self.actor).requires_grad_(False)
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -99,6 +110,11 @@ class SACLag:
         discount = cfg.gamma * (1.0 - batch["done"])
         with torch.no_grad():
             next_act, next_log_prob = self.actor(next_obs)
+            if cfg.target_noise_std > 0:  # SO2: smooth the targets with noisy target actions
+                noise = (cfg.target_noise_std * torch.randn_like(next_act)).clamp(
+                    -cfg.target_noise_clip, cfg.target_noise_clip
+                )
+                next_act = (next_act + noise).clamp(-1.0, 1.0)
             next_q_r = self.reward_critic_target(next_obs, next_act).min(0).values
             next_q_c = self.cost_critic_target(next_obs, next_act)[0]
             y_r = cfg.reward_scale * batch["reward"] + discount * (
@@ -128,6 +144,12 @@ class SACLag:
         q_r_pi = reward_critic(obs, new_act).min(0).values
         q_c_pi = cost_critic(obs, new_act)[0]
         loss_actor = (-q_r_pi + lam * q_c_pi + alpha * log_prob).mean()
+        if self.prior_actor is not None:  # + beta E KL(pi(.|s) || pi_0(.|s)) (kl_to_prior)
+            with torch.no_grad():
+                prior_mu, prior_log_std = self.prior_actor.distribution(obs)
+            kl = gaussian_kl(*self.actor.distribution(obs), prior_mu, prior_log_std).mean()
+            loss_actor = loss_actor + cfg.kl_to_prior * kl
+            losses["train/kl_to_prior"] = kl.detach()
         self._step(self.actor_optimizer, loss_actor)
         losses["loss/actor"] = loss_actor.detach()
         losses["train/entropy"] = -log_prob.detach().mean()

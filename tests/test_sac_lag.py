@@ -13,6 +13,7 @@ from marvel.data.buffer import ReplayBuffer
 from marvel.envs import make_env, space_dims, task_spec
 from marvel.evaluate import evaluate
 from marvel.lagrange import DualAscent
+from marvel.nets import gaussian_kl
 from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
 
 CPU = torch.device("cpu")
@@ -138,3 +139,30 @@ def test_learns_on_ballrun() -> None:
     after = evaluate(agent.actor, eval_env, task, 2, 0, CPU)
     assert learner.updates == 1200 and learner.env_steps == 12 * 100
     assert after.reward > before.reward + 150, (before, after)
+
+
+def test_kl_to_prior_keeps_the_actor_near_pi_0() -> None:
+    """A large KL weight holds the policy at pi_0; without it the policy moves away."""
+
+    def drift(kl_to_prior: float) -> float:
+        torch.manual_seed(0)
+        agent = SACLag(5, 2, small_config(actor_lr=1e-2, kl_to_prior=kl_to_prior), CPU)
+        prior = copy.deepcopy(agent.actor)
+        for _ in range(30):
+            losses = agent.update(random_batch(), 0.0)
+        assert ("train/kl_to_prior" in losses) == (kl_to_prior > 0)
+        obs = random_batch()["obs"]
+        return gaussian_kl(*agent.actor.distribution(obs), *prior.distribution(obs)).mean().item()
+
+    assert drift(100.0) < 0.2 * drift(0.0)
+
+
+def test_target_noise_changes_targets_only_when_on() -> None:
+    def critic_loss(std: float) -> float:
+        torch.manual_seed(0)
+        agent = SACLag(5, 2, small_config(target_noise_std=std), CPU)
+        torch.manual_seed(1)
+        return agent.critic_update(random_batch(), 0.2, 0.0)["loss/critic_reward"].item()
+
+    assert critic_loss(0.0) == critic_loss(0.0)
+    assert critic_loss(0.3) != critic_loss(0.0)
