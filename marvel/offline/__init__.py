@@ -1,0 +1,1 @@
+"""Offline safe-RL pretraining: every algorithm yields the same ``Pretrained`` start."""

@@ -1,0 +1,143 @@
+"""The shared output of every offline algorithm and its training loop (METHOD.md section 2).
+
+An algorithm trains pi_0, a reward-critic ensemble Q_r (2 heads, min over heads) and a cost
+critic Q_c (1 head) with *the same architectures as SAC-Lag* (marvel.nets), so the offline ->
+online transfer is a strict load (METHOD.md section 4).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from marvel.data.buffer import Batch, ReplayBuffer
+from marvel.nets import CriticEnsemble, SquashedGaussianActor
+
+
+def qc_threshold(cost_limit: float, episode_len: int, gamma: float) -> float:
+    """The per-step Q_c threshold l of an episodic cost limit d (OSRL's ``q_thres``).
+
+    Spread d evenly over the T = ``episode_len`` steps and discount it from the start:
+
+        l = sum_{t=0}^{T-1} gamma^t d / T = d (1 - gamma^T) / ((1 - gamma) T)
+
+    so l -> d as gamma -> 1 (returned exactly for gamma = 1). OSRL computes it this way in
+    CPQ and BEAR-L (``cost_limit * (1 - gamma**episode_len) / (1 - gamma) / episode_len``).
+    """
+    if gamma == 1.0:
+        return float(cost_limit)
+    return float(cost_limit * (1.0 - gamma**episode_len) / ((1.0 - gamma) * episode_len))
+
+
+@dataclass
+class NetworkSizes:
+    """Hidden sizes shared with finetuning (conf/env/<task>.yaml)."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # actor and Q_r
+    cost_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])  # Q_c
+    num_reward_critics: int = 2
+
+
+def build_networks(
+    obs_dim: int, act_dim: int, sizes: NetworkSizes, device: torch.device
+) -> tuple[SquashedGaussianActor, CriticEnsemble, CriticEnsemble]:
+    """pi, Q_r (``num_reward_critics`` heads) and Q_c (1 head), exactly as SAC-Lag builds them."""
+    actor = SquashedGaussianActor(obs_dim, act_dim, sizes.hidden_sizes).to(device)
+    reward_critic = CriticEnsemble(
+        obs_dim, act_dim, sizes.hidden_sizes, sizes.num_reward_critics
+    ).to(device)
+    cost_critic = CriticEnsemble(obs_dim, act_dim, sizes.cost_hidden_sizes, 1).to(device)
+    return actor, reward_critic, cost_critic
+
+
+@dataclass
+class Pretrained:
+    """pi_0, Q_r, Q_c, the actor's optimizer state and the algorithm's own multiplier."""
+
+    algo: str
+    actor: SquashedGaussianActor
+    reward_critic: CriticEnsemble
+    cost_critic: CriticEnsemble
+    actor_optimizer: dict[str, Any]  # torch optimizer state_dict (reused by finetuning)
+    lagrange_multiplier: float  # the offline lambda (never carried over unless asked)
+    sizes: NetworkSizes
+    config: dict[str, Any]  # the algorithm's config, as a plain dict
+    metrics: dict[str, float] = field(default_factory=dict)  # last logged training values
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "algo": self.algo,
+            "actor": self.actor.state_dict(),
+            "reward_critic": self.reward_critic.state_dict(),
+            "cost_critic": self.cost_critic.state_dict(),
+            "actor_optimizer": self.actor_optimizer,
+            "lagrange_multiplier": self.lagrange_multiplier,
+            "sizes": {
+                "hidden_sizes": list(self.sizes.hidden_sizes),
+                "cost_hidden_sizes": list(self.sizes.cost_hidden_sizes),
+                "num_reward_critics": self.sizes.num_reward_critics,
+            },
+            "config": self.config,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_state_dict(
+        cls, state: dict[str, Any], obs_dim: int, act_dim: int, device: torch.device
+    ) -> Pretrained:
+        """Rebuild with a strict load (a mismatch raises RuntimeError naming the tensors)."""
+        sizes = NetworkSizes(**state["sizes"])
+        actor, reward_critic, cost_critic = build_networks(obs_dim, act_dim, sizes, device)
+        actor.load_state_dict(state["actor"])
+        reward_critic.load_state_dict(state["reward_critic"])
+        cost_critic.load_state_dict(state["cost_critic"])
+        return cls(
+            algo=state["algo"],
+            actor=actor,
+            reward_critic=reward_critic,
+            cost_critic=cost_critic,
+            actor_optimizer=state["actor_optimizer"],
+            lagrange_multiplier=float(state["lagrange_multiplier"]),
+            sizes=sizes,
+            config=dict(state["config"]),
+            metrics=dict(state["metrics"]),
+        )
+
+
+class OfflineLearner(Protocol):
+    """What ``train_offline`` drives: one gradient step per batch, then the shared output."""
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]: ...
+
+    def to_pretrained(self) -> Pretrained: ...
+
+
+def train_offline(
+    learner: OfflineLearner,
+    buffer: ReplayBuffer,
+    steps: int,
+    batch_size: int,
+    log: Callable[[dict[str, float], int], None] | None = None,
+    log_every: int = 1000,
+) -> Pretrained:
+    """``steps`` updates on uniform batches of the offline data; logs means every ``log_every``."""
+    totals: dict[str, torch.Tensor] = {}
+    count, start = 0, time.perf_counter()
+    last: dict[str, float] = {}
+    for step in range(1, steps + 1):
+        for name, value in learner.update(buffer.sample(batch_size)).items():
+            totals[name] = totals.get(name, 0.0) + value
+        count += 1
+        if step % log_every == 0 or step == steps:
+            last = {name: float(total) / count for name, total in totals.items()}
+            last["perf/offline_steps_per_s"] = count / (time.perf_counter() - start)
+            if log is not None:
+                log(last, step)
+            totals, count, start = {}, 0, time.perf_counter()
+    pretrained = learner.to_pretrained()
+    pretrained.metrics = last
+    return pretrained

@@ -1,0 +1,200 @@
+"""CPQ (marvel.offline.cpq): the Q_c threshold, training on data marvel collects, the OOD
+penalty's effect, and the strict offline -> online transfer of its ``Pretrained`` output."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from marvel.config import CollectConfig
+from marvel.data.buffer import ReplayBuffer
+from marvel.data.collect import collect_dataset
+from marvel.data.dsrl_files import load_dsrl_dataset
+from marvel.envs import task_spec
+from marvel.offline.base import NetworkSizes, Pretrained, qc_threshold, train_offline
+from marvel.offline.cpq import CPQ, CPQConfig
+from marvel.sac_lag import SACLag, SACLagConfig
+
+CPU = torch.device("cpu")
+SIZES = NetworkSizes([64, 64], [64, 64], 2)
+COST_LIMIT, EPISODE_LEN = 20.0, 200
+STEPS, BATCH, LOG_EVERY = 300, 128, 50
+
+
+def small_config(**overrides: object) -> CPQConfig:
+    return CPQConfig(vae_hidden_sizes=[64, 64], batch_size=BATCH, **overrides)
+
+
+@pytest.fixture(scope="module")
+def buffer(tmp_path_factory: pytest.TempPathFactory) -> ReplayBuffer:
+    """Four BallCircle episodes collected by marvel itself, loaded as DSRL data."""
+    path = tmp_path_factory.mktemp("cpq") / "d.hdf5"
+    task = task_spec("BallCircle")
+    collect_dataset(task, CollectConfig(), num_episodes=4, seed=0, device=CPU, path=path)
+    return ReplayBuffer.from_dataset(load_dsrl_dataset(path, task.name), CPU, seed=0)
+
+
+@dataclass
+class Run:
+    learner: CPQ
+    pretrained: Pretrained
+    logs: list[dict[str, float]]
+
+
+def train(buffer: ReplayBuffer, cfg: CPQConfig, steps: int = STEPS, seed: int = 0) -> Run:
+    torch.manual_seed(seed)
+    buffer.generator.manual_seed(seed)
+    obs_dim, act_dim = buffer.storage["obs"].shape[1], buffer.storage["act"].shape[1]
+    learner = CPQ(obs_dim, act_dim, SIZES, cfg, COST_LIMIT, EPISODE_LEN, CPU)
+    logs: list[dict[str, float]] = []
+    pretrained = train_offline(
+        learner, buffer, steps, BATCH, log=lambda m, _: logs.append(m), log_every=LOG_EVERY
+    )
+    return Run(learner, pretrained, logs)
+
+
+@pytest.fixture(scope="module")
+def paper_run(buffer: ReplayBuffer) -> Run:
+    return train(buffer, small_config())
+
+
+@pytest.fixture(scope="module")
+def osrl_run(buffer: ReplayBuffer) -> Run:
+    """OSRL's penalty has no gradient: Q_c is plain policy evaluation of pi."""
+    return train(buffer, small_config(osrl_ood_penalty=True))
+
+
+def test_qc_threshold_matches_hand_computation() -> None:
+    # d = 10 over T = 2 steps, gamma = 0.5: 5 + 0.5 * 5.
+    assert qc_threshold(10.0, 2, 0.5) == pytest.approx(7.5)
+    # d = 20, T = 200, gamma = 0.99: (20 / 200) sum_t 0.99^t = 10 (1 - 0.99^200).
+    by_sum = sum(0.99**t for t in range(200)) * 20.0 / 200
+    assert qc_threshold(20.0, 200, 0.99) == pytest.approx(by_sum)
+    assert qc_threshold(20.0, 200, 0.99) == pytest.approx(10 * (1 - 0.99**200))
+    assert qc_threshold(20.0, 200, 1.0) == 20.0  # undiscounted: the episodic limit itself
+
+
+def test_learner_thresholds_use_scaled_cost_limit() -> None:
+    cfg = CPQConfig(vae_hidden_sizes=[16], cost_scale=2.0)
+    learner = CPQ(3, 2, SIZES, cfg, COST_LIMIT, EPISODE_LEN, CPU)
+    expected = qc_threshold(2.0 * COST_LIMIT, EPISODE_LEN, cfg.gamma)
+    assert learner.q_threshold == pytest.approx(expected)
+    assert learner.ood_threshold == pytest.approx(cfg.qc_scalar * expected)
+
+
+def _window_means(logs: list[dict[str, float]], key: str) -> tuple[float, float]:
+    return logs[0][key], logs[-1][key]
+
+
+def test_training_logs_are_finite_and_losses_decrease(paper_run: Run, osrl_run: Run) -> None:
+    for run in (paper_run, osrl_run):
+        assert len(run.logs) == STEPS // LOG_EVERY
+        for row in run.logs:
+            assert {"loss/vae", "loss/critic_reward", "loss/critic_cost", "loss/actor"} <= set(row)
+            assert "offline/alpha" in row
+            assert all(np.isfinite(v) for v in row.values()), row
+        for key in ("loss/vae", "loss/critic_reward"):
+            first, last = _window_means(run.logs, key)
+            assert last < first, (key, first, last)
+    # Q_c's Bellman error falls where it is plain policy evaluation (OSRL's gradient-free
+    # penalty). With the paper's penalty it rises over these first steps instead: the pushed-up
+    # OOD values propagate through the targets while alpha is still near its initial 1.
+    first, last = _window_means(osrl_run.logs, "loss/critic_cost")
+    assert last < first, (first, last)
+
+
+def test_ood_penalty_makes_unfamiliar_actions_costly(
+    buffer: ReplayBuffer, paper_run: Run, osrl_run: Run
+) -> None:
+    """CPQ's penalty pushes Q_c up on actions the behaviour VAE finds unlikely, so after training
+    Q_c is higher on uniformly random actions than on the data's own actions or the VAE's
+    samples, and by far more than without the penalty's gradient (OSRL's variant)."""
+    obs, act = buffer.storage["obs"], buffer.storage["act"]
+    uniform = torch.rand(act.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def mean_q_c(run: Run, actions: torch.Tensor) -> float:
+        with torch.no_grad():
+            return run.learner.cost_critic(obs, actions)[0].mean().item()
+
+    torch.manual_seed(2)
+    with torch.no_grad():
+        behaviour = paper_run.learner.vae.decode(obs)
+    q_data, q_uniform = mean_q_c(paper_run, act), mean_q_c(paper_run, uniform)
+    assert q_uniform > q_data + 1.0, (q_uniform, q_data)
+    assert q_uniform > mean_q_c(paper_run, behaviour) + 1.0
+    gap_without = mean_q_c(osrl_run, uniform) - mean_q_c(osrl_run, act)
+    assert q_uniform - q_data > gap_without + 1.0, (q_uniform - q_data, gap_without)
+    # The constrained quantity E_nu[Q_c] itself went up.
+    first, last = _window_means(paper_run.logs, "offline/qc_ood")
+    assert last > first + 1.0
+
+
+def test_osrl_penalty_has_no_gradient(buffer: ReplayBuffer) -> None:
+    """OSRL's penalty moves alpha only: alpha's start leaves every network unchanged. With the
+    paper's penalty it does not."""
+
+    def cost_critic_after(**overrides: object) -> tuple[dict[str, torch.Tensor], float]:
+        run = train(buffer, small_config(**overrides), steps=10)
+        return run.learner.cost_critic.state_dict(), float(run.learner.alpha)
+
+    for osrl, same in ((True, True), (False, False)):
+        low, alpha_low = cost_critic_after(osrl_ood_penalty=osrl, log_alpha_init=-3.0)
+        high, alpha_high = cost_critic_after(osrl_ood_penalty=osrl, log_alpha_init=3.0)
+        assert alpha_low != alpha_high
+        assert all(torch.equal(low[k], high[k]) for k in low) == same
+
+
+def test_pretrained_round_trips_and_loads_strictly_into_sac_lag(
+    buffer: ReplayBuffer, paper_run: Run
+) -> None:
+    pretrained, cfg = paper_run.pretrained, paper_run.learner.cfg
+    assert pretrained.algo == "cpq"
+    assert pretrained.config == asdict(cfg)
+    assert pretrained.lagrange_multiplier == pytest.approx(float(paper_run.learner.alpha))
+    assert pretrained.metrics == paper_run.logs[-1]
+    assert pretrained.reward_critic.num_heads == 2 and pretrained.cost_critic.num_heads == 1
+
+    stream = io.BytesIO()
+    torch.save(pretrained.state_dict(), stream)
+    stream.seek(0)
+    obs_dim, act_dim = buffer.storage["obs"].shape[1], buffer.storage["act"].shape[1]
+    state = torch.load(stream, weights_only=False)
+    restored = Pretrained.from_state_dict(state, obs_dim, act_dim, CPU)
+    assert restored.algo == "cpq" and restored.config == pretrained.config
+    assert restored.lagrange_multiplier == pretrained.lagrange_multiplier
+    for name in ("actor", "reward_critic", "cost_critic"):
+        original = getattr(pretrained, name).state_dict()
+        for key, value in getattr(restored, name).state_dict().items():
+            torch.testing.assert_close(value, original[key])
+
+    agent = SACLag(
+        obs_dim,
+        act_dim,
+        SACLagConfig(
+            hidden_sizes=SIZES.hidden_sizes,
+            cost_hidden_sizes=SIZES.cost_hidden_sizes,
+            num_reward_critics=SIZES.num_reward_critics,
+        ),
+        CPU,
+    )
+    agent.actor.load_state_dict(restored.actor.state_dict())  # strict by default
+    agent.reward_critic.load_state_dict(restored.reward_critic.state_dict())
+    agent.cost_critic.load_state_dict(restored.cost_critic.state_dict())
+    agent.actor_optimizer.load_state_dict(restored.actor_optimizer)
+    with torch.no_grad():
+        obs = buffer.storage["obs"][:32]
+        torch.testing.assert_close(
+            agent.actor(obs, deterministic=True)[0], pretrained.actor(obs, deterministic=True)[0]
+        )
+
+
+def test_update_returns_detached_scalars(buffer: ReplayBuffer) -> None:
+    obs_dim, act_dim = buffer.storage["obs"].shape[1], buffer.storage["act"].shape[1]
+    learner = CPQ(obs_dim, act_dim, SIZES, small_config(), COST_LIMIT, EPISODE_LEN, CPU)
+    for name, value in learner.update(buffer.sample(16)).items():
+        assert isinstance(value, torch.Tensor) and value.dim() == 0, name
+        assert not value.requires_grad, name
