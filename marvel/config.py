@@ -15,10 +15,13 @@ from omegaconf import MISSING
 
 from marvel.data.dsrl_files import DEFAULT_MIRRORS
 from marvel.lagrange import CONTROLLERS, ControllerConfig
+from marvel.offline.bearl import BEARLConfig
+from marvel.offline.cpq import CPQConfig
 from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLagConfig
 from marvel.vpa import VPAConfig
 
 STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
+OFFLINE_ALGOS = ("none", "cpq", "bearl")
 DATA_SOURCES = ("auto", "dsrl", "collect")
 
 
@@ -93,7 +96,13 @@ class DataConfig:
 
 @dataclass
 class OfflineConfig:
-    algo: str = "none"  # none = random init (from scratch); CPQ, BEAR-Lag, BCQ-Lag: issue 3
+    """The ``offline`` group: which algorithm pretrains pi_0, Q_r, Q_c, and for how long."""
+
+    algo: str = "none"  # none (random init: from scratch) | cpq | bearl
+    steps: int = 0  # gradient steps (the option files take budget.offline_steps)
+    log_every: int = 1000
+    cpq: CPQConfig = field(default_factory=CPQConfig)
+    bearl: BEARLConfig = field(default_factory=BEARLConfig)
 
 
 @dataclass
@@ -114,6 +123,8 @@ class BudgetConfig:
     eval_every: int = 10  # iterations
     checkpoint_every: int = 10  # iterations
     collect_episodes: int = MISSING
+    offline_steps: int = MISSING
+    vpa_iterations: int = MISSING
 
 
 @dataclass
@@ -159,7 +170,38 @@ def validate(cfg: Any) -> None:
         f"got {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}",
     )
     _check(cfg.pid.name in CONTROLLERS, "pid.name", f"got {cfg.pid.name!r}; valid: {CONTROLLERS}")
-    for key in ("kp", "ki", "kd", "lr", "lambda_init"):
+    _check(
+        cfg.offline.algo in OFFLINE_ALGOS,
+        "offline.algo",
+        f"got {cfg.offline.algo!r}; valid: {', '.join(OFFLINE_ALGOS)}",
+    )
+    _check(
+        cfg.offline.algo == "none" or cfg.offline.steps >= 1,
+        "offline.steps",
+        f"must be >= 1, got {cfg.offline.steps}",
+    )
+    _check(
+        cfg.stage != "pretrain" or cfg.offline.algo != "none",
+        "offline",
+        "stage=pretrain needs an offline algorithm: offline=cpq or offline=bearl",
+    )
+    _check(
+        cfg.pid.lambda_init == "offline"
+        or (isinstance(cfg.pid.lambda_init, (int, float)) and cfg.pid.lambda_init >= 0),
+        "pid.lambda_init",
+        f"must be a number >= 0 or 'offline', got {cfg.pid.lambda_init!r}",
+    )
+    _check(
+        cfg.pid.lambda_init != "offline" or cfg.offline.algo != "none",
+        "pid.lambda_init",
+        "'offline' needs an offline algorithm (offline=cpq or offline=bearl)",
+    )
+    _check(
+        not cfg.vpa.enabled or cfg.vpa.iterations >= 1,
+        "vpa.iterations",
+        f"must be >= 1, got {cfg.vpa.iterations}",
+    )
+    for key in ("kp", "ki", "kd", "lr"):
         _check(cfg.pid[key] >= 0, f"pid.{key}", f"must be >= 0, got {cfg.pid[key]}")
     _check(cfg.pid.d_delay >= 1, "pid.d_delay", f"must be >= 1, got {cfg.pid.d_delay}")
     for key in ("ema_p", "ema_d"):

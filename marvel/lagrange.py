@@ -249,7 +249,10 @@ class ControllerConfig:
     """The ``pid`` config group (conf/pid/*.yaml); each controller reads its own fields."""
 
     name: str = "dual"  # dual | pid | adaptive
-    lambda_init: float = 0.0  # lambda_0; the offline multiplier is never carried over
+    # lambda_0: a number, or "offline" for the offline algorithm's multiplier (resolved by the
+    # pipeline before the controller is built); the offline multiplier is never carried over
+    # unless asked (METHOD.md section 2: its scale differs from the one online learning needs).
+    lambda_init: Any = 0.0
     lambda_max: float | None = None
     # dual ascent
     lr: float = 1e-4

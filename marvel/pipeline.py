@@ -6,6 +6,7 @@ config, caches what a later run can reuse (collected datasets), logs, and checkp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -32,12 +34,17 @@ from marvel.data.dsrl_files import (
     load_dsrl_dataset,
 )
 from marvel.envs import TaskSpec, make_env, space_dims, task_spec
-from marvel.errors import NotAvailableError
 from marvel.evaluate import EvalResult, evaluate
 from marvel.fsutil import sha256_file
 from marvel.lagrange import make_controller
 from marvel.logging import RunLogger, run_metadata
+from marvel.offline.base import NetworkSizes, Pretrained, train_offline
+from marvel.offline.bearl import BEARL
+from marvel.offline.cpq import CPQ
 from marvel.sac_lag import OnlineLearner, SACLag
+from marvel.vpa import align, critic_rank_correlation, monte_carlo_returns
+
+OFFLINE_ALGORITHMS = {"cpq": CPQ, "bearl": BEARL}
 
 
 @dataclass
@@ -148,38 +155,161 @@ def stage_collect(ctx: RunContext) -> dict[str, Any]:
     return {"dataset": {**identity.to_dict(), "transitions": int(len(data["rewards"]))}}
 
 
-def stage_pretrain(ctx: RunContext) -> dict[str, Any]:
-    raise NotAvailableError(
-        "stage=pretrain is not available yet: offline pretraining (offline=cpq|bearl|bcql) "
-        "arrives with issue 3. Available now: stage=collect|finetune|evaluate|all with "
-        "offline=none (from scratch)"
+PRETRAINED_FORMAT = 1  # bump when a change makes cached pretrained models stale
+
+
+def network_sizes(cfg: DictConfig) -> NetworkSizes:
+    return NetworkSizes(
+        hidden_sizes=list(cfg.finetune.hidden_sizes),
+        cost_hidden_sizes=list(cfg.finetune.cost_hidden_sizes),
+        num_reward_critics=cfg.finetune.num_reward_critics,
     )
 
 
-def check_available(cfg: DictConfig) -> None:
-    if cfg.offline.algo != "none":
-        raise NotAvailableError(
-            f"offline={cfg.offline.algo} is not available yet (offline pretraining arrives "
-            "with issue 3); use offline=none"
+def pretrained_start(
+    ctx: RunContext, identity: DatasetIdentity, data: dict[str, np.ndarray]
+) -> tuple[Pretrained, dict[str, Any]]:
+    """pi_0, Q_r, Q_c from the configured offline algorithm, cached by (task, algorithm, its
+    config, steps, network sizes, cost limit, dataset hash, seed): sweep members reuse it."""
+    cfg, task, device = ctx.cfg, ctx.task, ctx.device
+    algo = cfg.offline.algo
+    algo_cfg = OmegaConf.to_object(cfg.offline[algo])
+    sizes = network_sizes(cfg)
+    obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
+    spec = {
+        "format": PRETRAINED_FORMAT,
+        "task": task.name,
+        "algo": algo,
+        "config": asdict(algo_cfg),
+        "steps": cfg.offline.steps,
+        "sizes": asdict(sizes),
+        "cost_limit": task.cost_limit,
+        "dataset_sha256": identity.sha256,
+        "seed": cfg.seed,
+    }
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cfg.paths.cache_dir).expanduser() / "pretrained" / f"{task.name}-{algo}-{key}.pt"
+    cached = path.is_file()
+    if cached:
+        log(f"reusing pretrained {algo} model {path}")
+        state = load_checkpoint(path)
+        pretrained = Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
+    else:
+        log(f"pretraining {algo} for {cfg.offline.steps} steps on {identity.path}")
+        start = time.perf_counter()
+        learner = OFFLINE_ALGORITHMS[algo](
+            obs_dim, act_dim, sizes, algo_cfg, task.cost_limit, task.max_episode_steps, device
         )
-    if cfg.vpa.enabled:
-        raise NotAvailableError("vpa.enabled=true is not available yet (VPA arrives with issue 3)")
+        buffer = ReplayBuffer.from_dataset(data, device, seed=cfg.seed)
+
+        def log_offline(metrics: dict[str, float], step: int) -> None:
+            ctx.logger.log({"offline/step": step, **metrics}, step=0)
+
+        with tqdm(total=cfg.offline.steps, desc=f"pretrain {algo}", unit="step") as bar:
+
+            def log_and_advance(metrics: dict[str, float], step: int) -> None:
+                log_offline(metrics, step)
+                bar.update(step - bar.n)
+
+            pretrained = train_offline(
+                learner,
+                buffer,
+                cfg.offline.steps,
+                algo_cfg.batch_size,
+                log=log_and_advance,
+                log_every=min(cfg.offline.log_every, cfg.offline.steps),
+            )
+        ctx.timings["pretrain_s"] = time.perf_counter() - start
+        save_checkpoint(
+            path,
+            {
+                "kind": "pretrained",
+                "task": task.name,
+                "spec": spec,
+                "pretrained": pretrained.state_dict(),
+            },
+        )
+    info = {
+        "path": str(path),
+        "cached": cached,
+        "algo": algo,
+        "lagrange_multiplier": pretrained.lagrange_multiplier,
+        "metrics": pretrained.metrics,
+    }
+    ctx.logger.update_config({"pretrained": {"path": str(path), "cached": cached}})
+    return pretrained, info
+
+
+def stage_pretrain(ctx: RunContext) -> dict[str, Any]:
+    """Pretrain pi_0 offline (or reuse the cached model) and evaluate it (offline_only)."""
+    identity, data = resolve_dataset(ctx)
+    pretrained, info = pretrained_start(ctx, identity, data)
+    env = make_env(ctx.task.name)
+    result = evaluate(
+        pretrained.actor, env, ctx.task, ctx.cfg.budget.eval_episodes, ctx.cfg.seed, ctx.device
+    )
+    env.close()
+    ctx.logger.log(result.metrics(), step=0)
+    return {"dataset": identity.to_dict(), "pretrained": info, "eval": asdict(result)}
+
+
+def run_vpa(
+    ctx: RunContext, agent: SACLag, data: dict[str, np.ndarray], env: gym.Env
+) -> dict[str, Any]:
+    """Value Pre-Alignment of the agent's critics under its (frozen) actor, with the Spearman
+    diagnostic before and after (METHOD.md section 3)."""
+    cfg = ctx.cfg
+    vpa_cfg = OmegaConf.to_object(cfg.vpa)
+    offline = ReplayBuffer.from_dataset(data, ctx.device, seed=cfg.seed)
+    sample = None
+    if vpa_cfg.diagnostic_episodes > 0:
+        sample = monte_carlo_returns(agent, env, vpa_cfg.diagnostic_episodes, cfg.seed)
+        before = critic_rank_correlation(agent, sample)
+    start = time.perf_counter()
+    losses = align(
+        agent,
+        offline,
+        vpa_cfg,
+        log=lambda metrics, it: ctx.logger.log({"vpa/iteration": it, **metrics}, step=0),
+    )
+    ctx.timings["vpa_s"] = time.perf_counter() - start
+    summary: dict[str, Any] = {"iterations": vpa_cfg.iterations, **losses}
+    if sample is not None:
+        after = critic_rank_correlation(agent, sample)
+        for name in ("spearman_reward", "spearman_cost"):
+            summary[f"{name}_before"], summary[f"{name}_after"] = before[name], after[name]
+        finite = {
+            f"vpa/{k}": v for k, v in summary.items() if k.startswith("spearman") and v is not None
+        }
+        ctx.logger.log(finite, step=0)
+        log(
+            "VPA: Spearman(Q_r, MC) "
+            f"{before['spearman_reward']} -> {after['spearman_reward']}, "
+            f"Spearman(Q_c, MC) {before['spearman_cost']} -> {after['spearman_cost']}"
+        )
+    return summary
 
 
 def stage_finetune(ctx: RunContext) -> dict[str, Any]:
     """Online SAC-Lag (METHOD.md section 4) with periodic evaluation and checkpoints."""
     cfg, task, device = ctx.cfg, ctx.task, ctx.device
-    check_available(cfg)
     summary: dict[str, Any] = {}
-    if needs_dataset(cfg):
-        identity, _ = resolve_dataset(ctx)
-        summary["dataset"] = identity.to_dict()
-
     agent_cfg = OmegaConf.to_object(cfg.finetune)
     env, eval_env = make_env(task.name), make_env(task.name)
     obs_dim, act_dim = space_dims(env)
     agent = SACLag(obs_dim, act_dim, agent_cfg, device)
-    controller = make_controller(OmegaConf.to_object(cfg.pid), task.cost_limit)
+    controller_cfg = OmegaConf.to_object(cfg.pid)
+    if needs_dataset(cfg):
+        identity, data = resolve_dataset(ctx)
+        summary["dataset"] = identity.to_dict()
+    if cfg.offline.algo != "none":
+        pretrained, summary["pretrained"] = pretrained_start(ctx, identity, data)
+        agent.load_pretrained(pretrained)
+        if controller_cfg.lambda_init == "offline":
+            controller_cfg.lambda_init = pretrained.lagrange_multiplier
+    if cfg.vpa.enabled:
+        summary["vpa"] = run_vpa(ctx, agent, data, eval_env)
+    controller = make_controller(controller_cfg, task.cost_limit)
     iterations = cfg.budget.online_iterations
     capacity = min(
         agent_cfg.buffer_capacity,
@@ -262,7 +392,7 @@ STAGES = {
     "pretrain": stage_pretrain,
     "finetune": stage_finetune,
     "evaluate": stage_evaluate,
-    "all": stage_finetune,  # with offline=none, "all" is data (when needed) + finetuning
+    "all": stage_finetune,  # data (when needed) -> pretraining -> VPA -> finetuning
 }
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.lagrange import LagrangeController
 from marvel.nets import CriticEnsemble, SquashedGaussianActor, gaussian_kl
+from marvel.offline.base import Pretrained
 from marvel.rollout import Episode, episode_seed, run_episode
 
 LAMBDA_UPDATE_EVERY = ("update", "minibatch", "iteration")
@@ -48,6 +49,9 @@ class SACLagConfig:
     updates_per_iteration: int = 5
     batch_size: int = 256
     minibatch_size: int = 64
+    # From a pretrained start: reuse the actor's optimizer state (the released code does; the
+    # critics' is not reused) with the learning rate reset to actor_lr (METHOD.md section 4).
+    reuse_actor_optimizer: bool = True
     # O2O baselines the released code hooks for (METHOD.md section 6); 0 = off (Marvel):
     kl_to_prior: float = 0.0  # beta of a PROTO-style beta * KL(pi || pi_0) in the actor loss
     target_noise_std: float = 0.0  # SO2: N(0, std^2) noise on target actions (SO2: 0.1)
@@ -83,6 +87,25 @@ class SACLag:
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.prior_actor: SquashedGaussianActor | None = None
         if cfg.kl_to_prior > 0:
+            self.freeze_prior()
+
+    def load_pretrained(self, pretrained: Pretrained) -> None:
+        """Start from an offline algorithm's pi_0, Q_r, Q_c (METHOD.md section 4).
+
+        Strict loads (one architecture for both phases); targets start as copies of the
+        critics; the actor's optimizer state is reused if configured, with the configured
+        finetuning learning rate set explicitly (loading it restores the offline one).
+        """
+        self.actor.load_state_dict(pretrained.actor.state_dict())
+        self.reward_critic.load_state_dict(pretrained.reward_critic.state_dict())
+        self.cost_critic.load_state_dict(pretrained.cost_critic.state_dict())
+        self.reward_critic_target.load_state_dict(self.reward_critic.state_dict())
+        self.cost_critic_target.load_state_dict(self.cost_critic.state_dict())
+        if self.cfg.reuse_actor_optimizer:
+            self.actor_optimizer.load_state_dict(pretrained.actor_optimizer)
+            for group in self.actor_optimizer.param_groups:
+                group["lr"] = self.cfg.actor_lr
+        if self.prior_actor is not None:
             self.freeze_prior()
 
     def freeze_prior(self) -> None:

@@ -119,7 +119,7 @@ def assert_clean_error(proc, *fragments: str) -> None:
         (("finetune.batch_size=many",), ("batch_size", "many")),
         (("env.cost_limit=-1",), ("env.cost_limit", ">= 0")),
         (("budget.online_iterations=0",), ("budget.online_iterations",)),
-        (("stage=pretrain",), ("not available yet",)),
+        (("stage=pretrain",), ("offline=cpq",)),
         (("stage=collect", "data.path=/nonexistent.hdf5"), ("/nonexistent.hdf5",)),
         (("stage=evaluate", "checkpoint=/nonexistent/run"), ("no checkpoint at",)),
         (("stage=evaluate", "checkpoint=/etc/hostname"), ("not a loadable marvel checkpoint",)),
@@ -142,3 +142,42 @@ def test_dsrl_unreachable_says_how_to_proceed(tmp_path: Path) -> None:
         check=False,
     )
     assert_clean_error(proc, "SafetyBallRun-v0-80-940.hdf5", "DSRL_DATASET_DIR", "data=collect")
+
+
+@pytest.fixture(scope="module")
+def marvel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("marvel")
+    run_cli("experiment=marvel", "env=BallCircle", *SMOKE, f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_marvel_pipeline_contract(marvel_run: Path) -> None:
+    summary = read_summary(marvel_run)
+    assert summary["experiment"] == "marvel"
+    assert summary["pretrained"]["algo"] == "cpq" and Path(summary["pretrained"]["path"]).is_file()
+    for key in ("spearman_reward", "spearman_cost"):
+        assert f"{key}_before" in summary["vpa"] and f"{key}_after" in summary["vpa"]
+    assert summary["dataset"]["source"] == "collect"
+    rows = [r for r in read_metrics(marvel_run) if "train/episode_reward" in r]
+    assert rows and all("lagrange/kp" in r and "lagrange/lambda" in r for r in rows)
+    assert any("offline/step" in r for r in read_metrics(marvel_run))
+
+
+def test_pretrained_cache_is_hit_on_the_second_run(marvel_run: Path, tmp_path: Path) -> None:
+    proc = run_cli("experiment=warm_start", "env=BallCircle", *SMOKE, f"hydra.run.dir={tmp_path}")
+    assert "reusing pretrained cpq model" in proc.stdout + proc.stderr
+    first, second = read_summary(marvel_run)["pretrained"], read_summary(tmp_path)["pretrained"]
+    assert first["cached"] is False and second["cached"] is True
+    assert second["path"] == first["path"]
+
+
+@pytest.mark.parametrize(
+    "preset", ["vpa_pid", "vpa_only", "apid_only", "offline_only", "kl_to_prior", "target_noise"]
+)
+def test_every_preset_runs(preset: str, marvel_run: Path, tmp_path: Path) -> None:
+    run_cli(
+        f"experiment={preset}", "env=BallCircle", "logger=none", *SMOKE, f"hydra.run.dir={tmp_path}"
+    )
+    summary = read_summary(tmp_path)
+    assert summary["experiment"] == preset and "normalized_reward" in summary["eval"]
+    assert summary["pretrained"]["cached"] is True  # every preset starts from the same pi_0
