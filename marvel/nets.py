@@ -16,6 +16,19 @@ from torch import nn
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the usual SAC clamp (SpinningUp, FSRL, OSRL)
 
 
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """zero_grad, backward, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@torch.no_grad()
+def polyak_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """Polyak averaging: theta_bar <- (1 - tau) theta_bar + tau theta."""
+    torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), tau)
+
+
 def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
     """ReLU MLP: in -> hidden... -> out (linear output)."""
     layers: list[nn.Module] = []

@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.lagrange import LagrangeController
-from marvel.nets import CriticEnsemble, SquashedGaussianActor, gaussian_kl
+from marvel.nets import (
+    CriticEnsemble,
+    SquashedGaussianActor,
+    gaussian_kl,
+    gradient_step,
+    polyak_update,
+)
 from marvel.offline.base import Pretrained
 from marvel.rollout import Episode, episode_seed, run_episode
 
@@ -148,8 +154,8 @@ class SACLag:
         q_r = self.reward_critic(obs, act)
         loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
         loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
-        self._step(self.reward_critic_optimizer, loss_q_r)
-        self._step(self.cost_critic_optimizer, loss_q_c)
+        gradient_step(self.reward_critic_optimizer, loss_q_r)
+        gradient_step(self.cost_critic_optimizer, loss_q_c)
         return {"loss/critic_reward": loss_q_r.detach(), "loss/critic_cost": loss_q_c.detach()}
 
     def update(self, batch: Batch, lam: float) -> dict[str, torch.Tensor]:
@@ -173,13 +179,13 @@ class SACLag:
             kl = gaussian_kl(*self.actor.distribution(obs), prior_mu, prior_log_std).mean()
             loss_actor = loss_actor + cfg.kl_to_prior * kl
             losses["train/kl_to_prior"] = kl.detach()
-        self._step(self.actor_optimizer, loss_actor)
+        gradient_step(self.actor_optimizer, loss_actor)
         losses["loss/actor"] = loss_actor.detach()
         losses["train/entropy"] = -log_prob.detach().mean()
 
         if cfg.auto_alpha:  # J(alpha) = E[-alpha (log pi + target entropy)]
             loss_alpha = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-            self._step(self.alpha_optimizer, loss_alpha)
+            gradient_step(self.alpha_optimizer, loss_alpha)
             losses["loss/alpha"] = loss_alpha.detach()
 
         self.update_targets()
@@ -187,20 +193,8 @@ class SACLag:
 
     def update_targets(self) -> None:
         """Polyak averaging of both critics' targets."""
-        self._soft_update(self.reward_critic, self.reward_critic_target)
-        self._soft_update(self.cost_critic, self.cost_critic_target)
-
-    @staticmethod
-    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    @torch.no_grad()
-    def _soft_update(self, net: torch.nn.Module, target: torch.nn.Module) -> None:
-        """Polyak averaging: theta_bar <- (1 - tau) theta_bar + tau theta."""
-        params, target_params = list(net.parameters()), list(target.parameters())
-        torch._foreach_lerp_(target_params, params, self.cfg.tau)
+        polyak_update(self.reward_critic, self.reward_critic_target, self.cfg.tau)
+        polyak_update(self.cost_critic, self.cost_critic_target, self.cfg.tau)
 
     def _modules(self) -> dict[str, Any]:
         return {

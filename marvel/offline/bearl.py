@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from marvel.data.buffer import Batch
-from marvel.nets import ConditionalVAE
+from marvel.nets import ConditionalVAE, gradient_step, polyak_update
 from marvel.offline.base import NetworkSizes, Pretrained, build_networks, qc_threshold
 
 KERNELS = ("gaussian", "laplacian")
@@ -167,7 +167,7 @@ class BEARL:
         recon, mean, std = self.vae(obs, act)
         kl = -0.5 * (1.0 + 2.0 * std.log() - mean.pow(2) - std.pow(2))
         loss_vae = F.mse_loss(recon, act) + cfg.vae_kl_weight * kl.mean()
-        self._step(self.vae_optimizer, loss_vae)
+        gradient_step(self.vae_optimizer, loss_vae)
 
         # Targets with n = num_target_actions draws a'_1..a'_n ~ pi_bar(.|s') (the target actor)
         # and m = target_mix (BEAR's soft-clipped double-Q):
@@ -187,8 +187,8 @@ class BEARL:
         q_r = self.reward_critic(obs, act)
         loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
         loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
-        self._step(self.reward_critic_optimizer, loss_q_r)
-        self._step(self.cost_critic_optimizer, loss_q_c)
+        gradient_step(self.reward_critic_optimizer, loss_q_r)
+        gradient_step(self.cost_critic_optimizer, loss_q_c)
 
         # MMD between N pre-tanh samples of the behaviour model (VAE decoder before its tanh,
         # z ~ N(0, I) clipped to [-0.5, 0.5]) and of pi (u = mu + sigma eps, before the tanh),
@@ -215,17 +215,17 @@ class BEARL:
         loss_actor = (self.alpha_mmd * mmd_gap).mean() + qc_penalty
         if self.num_updates >= cfg.warmup_steps:
             loss_actor = loss_actor - q_r_pi.mean()
-        self._step(self.actor_optimizer, loss_actor)
+        gradient_step(self.actor_optimizer, loss_actor)
 
         # Dual ascent on the MMD constraint: L_alpha = -alpha_mmd E [MMD(s) - eps], then clip.
         loss_alpha = -(self.log_alpha_mmd.exp() * mmd_gap.detach()).mean()
-        self._step(self.alpha_mmd_optimizer, loss_alpha)
+        gradient_step(self.alpha_mmd_optimizer, loss_alpha)
         with torch.no_grad():
             self.log_alpha_mmd.clamp_(cfg.log_alpha_mmd_min, cfg.log_alpha_mmd_max)
 
-        self._soft_update(self.reward_critic, self.reward_critic_target)
-        self._soft_update(self.cost_critic, self.cost_critic_target)
-        self._soft_update(self.actor, self.actor_target)
+        polyak_update(self.reward_critic, self.reward_critic_target, self.cfg.tau)
+        polyak_update(self.cost_critic, self.cost_critic_target, self.cfg.tau)
+        polyak_update(self.actor, self.actor_target, self.cfg.tau)
         self.num_updates += 1
         return {
             "loss/vae": loss_vae.detach(),
@@ -269,17 +269,6 @@ class BEARL:
             cfg.pid_kp * F.relu(error) + cfg.pid_ki * self.pid_integral + cfg.pid_kd * derivative
         )
         return self.lam
-
-    @staticmethod
-    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    @torch.no_grad()
-    def _soft_update(self, net: torch.nn.Module, target: torch.nn.Module) -> None:
-        """Polyak averaging: theta_bar <- (1 - tau) theta_bar + tau theta."""
-        torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), self.cfg.tau)
 
     def to_pretrained(self) -> Pretrained:
         """pi_0, Q_r, Q_c (marvel's architecture: a strict load into SAC-Lag) and lambda."""

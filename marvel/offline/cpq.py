@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from marvel.data.buffer import Batch
-from marvel.nets import ConditionalVAE
+from marvel.nets import ConditionalVAE, gradient_step, polyak_update
 from marvel.offline.base import NetworkSizes, Pretrained, build_networks, qc_threshold
 
 
@@ -124,7 +124,7 @@ class CPQ:
         # both means over the batch and the action / latent dims (OSRL's scale).
         recon, mean, std = self.vae(obs, act)
         loss_vae = F.mse_loss(recon, act) + cfg.vae_kl_weight * _latent_kl(mean, std).mean()
-        self._step(self.vae_optimizer, loss_vae)
+        gradient_step(self.vae_optimizer, loss_vae)
 
         # Targets, with one a' ~ pi(.|s') for both critics (no entropy term in CPQ):
         #   y_r = r + gamma (1 - d) 1[Qbar_c(s', a') <= l] min_j Qbar_r,j(s', a')   (CPQ's
@@ -141,7 +141,7 @@ class CPQ:
         # L_Qr = sum_j E (Q_r,j(s, a) - y_r)^2
         q_r = self.reward_critic(obs, act)
         loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
-        self._step(self.reward_critic_optimizer, loss_q_r)
+        gradient_step(self.reward_critic_optimizer, loss_q_r)
 
         # OOD actions nu: K candidates a ~ pi(.|s) per state; those whose latent KL under the
         # VAE's encoder is in the top (1 - ood_quantile) of all K B candidates are OOD.
@@ -165,7 +165,7 @@ class CPQ:
         else:
             q_c_ood = (self.cost_critic(ood_obs, ood_act)[0] * ood).sum() / ood.sum()
         penalty = -self.alpha * (q_c_ood - self.ood_threshold)
-        self._step(self.cost_critic_optimizer, loss_q_c + penalty)
+        gradient_step(self.cost_critic_optimizer, loss_q_c + penalty)
 
         # Dual ascent on the constraint E_nu Q_c >= qc_scalar l, in log space (OSRL):
         #   log alpha <- clip(log alpha + lr alpha (qc_scalar l - E_nu Q_c), +-log_alpha_clip)
@@ -179,10 +179,10 @@ class CPQ:
         q_c_pi = self.cost_critic(obs, new_act)[0]
         q_r_pi = self.reward_critic(obs, new_act).min(0).values
         loss_actor = -((q_c_pi <= self.q_threshold).float() * q_r_pi).mean()
-        self._step(self.actor_optimizer, loss_actor)
+        gradient_step(self.actor_optimizer, loss_actor)
 
-        self._soft_update(self.reward_critic, self.reward_critic_target)
-        self._soft_update(self.cost_critic, self.cost_critic_target)
+        polyak_update(self.reward_critic, self.reward_critic_target, self.cfg.tau)
+        polyak_update(self.cost_critic, self.cost_critic_target, self.cfg.tau)
         return {
             "loss/vae": loss_vae.detach(),
             "loss/critic_reward": loss_q_r.detach(),
@@ -208,14 +208,3 @@ class CPQ:
             sizes=self.sizes,
             config=dataclasses.asdict(self.cfg),
         )
-
-    @staticmethod
-    def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    @torch.no_grad()
-    def _soft_update(self, net: torch.nn.Module, target: torch.nn.Module) -> None:
-        """Polyak averaging: theta_bar <- (1 - tau) theta_bar + tau theta."""
-        torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), self.cfg.tau)
