@@ -44,6 +44,9 @@ from marvel.envs import TASKS, TaskSpec, make_env, space_dims, task_spec
 from marvel.evaluate import EVAL_SEED_OFFSET, evaluate
 from marvel.lagrange import DualAscent
 from marvel.nets import SquashedGaussianActor
+from marvel.offline.base import NetworkSizes
+from marvel.offline.bearl import BEARL, BEARLConfig
+from marvel.offline.cpq import CPQ, CPQConfig
 from marvel.rollout import episode_seed, run_episode
 from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
 
@@ -63,11 +66,16 @@ class Sizes:
     repeats: int  # timed rounds of every measurement (see ``compare``)
     improves: int  # OnlineLearner.improve calls per timed update round (5 updates each)
     collect_episodes: int
+    offline_steps: int  # per timed round of each offline algorithm
     main_command: bool
 
 
-FULL = Sizes(episodes=10, repeats=8, improves=4, collect_episodes=60, main_command=True)
-QUICK = Sizes(episodes=5, repeats=4, improves=2, collect_episodes=10, main_command=False)
+FULL = Sizes(
+    episodes=10, repeats=8, improves=4, collect_episodes=60, offline_steps=20, main_command=True
+)
+QUICK = Sizes(
+    episodes=5, repeats=4, improves=2, collect_episodes=10, offline_steps=5, main_command=False
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -452,6 +460,35 @@ def bench_updates(
 # ----------------------------------------------------------------------------- collect, main
 
 
+def bench_offline(
+    task: TaskSpec,
+    obs_dim: int,
+    act_dim: int,
+    hidden: dict[str, list[int]],
+    device: torch.device,
+    sizes: Sizes,
+) -> dict[str, float]:
+    """Offline pretraining steps/s of CPQ and BEAR-Lag at OSRL's defaults (batch 512, VAE
+    [400, 400]) and the task's network sizes, on uniform batches of a filled buffer."""
+    buffer = ReplayBuffer(obs_dim, act_dim, BUFFER_SIZE, device, SEED)
+    buffer.add(random_transitions(obs_dim, act_dim, BUFFER_SIZE))
+    net_sizes = NetworkSizes(hidden["hidden_sizes"], hidden["cost_hidden_sizes"])
+    results: dict[str, float] = {}
+    for name, learner_cls, cfg in (("cpq", CPQ, CPQConfig()), ("bearl", BEARL, BEARLConfig())):
+        learner = learner_cls(
+            obs_dim, act_dim, net_sizes, cfg, task.cost_limit, task.max_episode_steps, device
+        )
+
+        def steps(learner: Any = learner, batch_size: int = cfg.batch_size) -> float:
+            for _ in range(sizes.offline_steps):
+                learner.update(buffer.sample(batch_size))
+            return sizes.offline_steps
+
+        steps()  # warm-up
+        results[f"{name}_steps_per_s"] = max(timed_rates({name: steps}, 3, device)[name])
+    return results
+
+
 def bench_collect(task: TaskSpec, device: torch.device, sizes: Sizes) -> dict[str, float]:
     """Seconds per 100k transitions of ``collect_dataset`` with the pipeline's default recipe."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -556,6 +593,7 @@ def main() -> None:
         "rollout": lambda: bench_rollout(env, actor, device, sizes),
         "eval": lambda: bench_eval(env, actor, task, device, sizes),
         "update": lambda: bench_updates(task, obs_dim, act_dim, hidden, device, sizes),
+        "offline": lambda: bench_offline(task, obs_dim, act_dim, hidden, device, sizes),
         "collect": lambda: bench_collect(task, device, sizes),
         "main_command": lambda: bench_main_command(sizes),
     }
