@@ -10,6 +10,7 @@ import hashlib
 import json
 import random
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def seed_everything(seed: int, stage: str = "") -> None:
+    """Seed Python, NumPy and torch from (run seed, stage): each stage starts from the same
+    random state whether or not an earlier stage ran in this process or came from the cache."""
+    derived = int(np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(1)[0])
+    random.seed(derived)
+    np.random.seed(derived)
+    torch.manual_seed(derived)
 
 
 def log(message: str) -> None:
@@ -105,6 +109,7 @@ def collected_dataset(ctx: RunContext) -> DatasetIdentity:
         log(f"reusing collected dataset {path}")
         return DatasetIdentity(path=str(path), sha256=digest, source="collect")
     log(f"collecting {episodes} episodes of {ctx.task.name} into {path}")
+    seed_everything(cfg.seed, "collect")
     start = time.perf_counter()
     identity = collect_dataset(ctx.task, collect_cfg, episodes, cfg.seed, ctx.device, path)
     ctx.timings["collect_s"] = time.perf_counter() - start
@@ -196,6 +201,7 @@ def pretrained_start(
         pretrained = Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
     else:
         log(f"pretraining {algo} for {cfg.offline.steps} steps on {identity.path}")
+        seed_everything(cfg.seed, "pretrain")
         start = time.perf_counter()
         learner = OFFLINE_ALGORITHMS[algo](
             obs_dim, act_dim, sizes, algo_cfg, task.cost_limit, task.max_episode_steps, device
@@ -260,6 +266,7 @@ def run_vpa(
     diagnostic before and after (METHOD.md section 3)."""
     cfg = ctx.cfg
     vpa_cfg = OmegaConf.to_object(cfg.vpa)
+    seed_everything(cfg.seed, "vpa")
     offline = ReplayBuffer.from_dataset(data, ctx.device, seed=cfg.seed)
     sample = None
     if vpa_cfg.diagnostic_episodes > 0:
@@ -310,6 +317,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
     if cfg.vpa.enabled:
         summary["vpa"] = run_vpa(ctx, agent, data, eval_env)
     controller = make_controller(controller_cfg, task.cost_limit)
+    seed_everything(cfg.seed, "finetune")
     iterations = cfg.budget.online_iterations
     capacity = min(
         agent_cfg.buffer_capacity,

@@ -171,6 +171,19 @@ def test_pretrained_cache_is_hit_on_the_second_run(marvel_run: Path, tmp_path: P
     assert second["path"] == first["path"]
 
 
+def test_cache_hit_gives_the_same_numbers(marvel_run: Path, tmp_path: Path) -> None:
+    """Each stage reseeds from (seed, stage): reusing the cached pi_0 changes nothing after it."""
+    run_cli("experiment=marvel", "env=BallCircle", *SMOKE, f"hydra.run.dir={tmp_path}")
+    assert read_summary(tmp_path)["pretrained"]["cached"] is True
+
+    def online_rows(run_dir: Path) -> list[dict]:
+        rows = [r for r in read_metrics(run_dir) if "online/env_steps" in r or "vpa/iteration" in r]
+        return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+    assert online_rows(tmp_path) == online_rows(marvel_run)
+    assert read_summary(tmp_path)["vpa"] == read_summary(marvel_run)["vpa"]
+
+
 @pytest.mark.parametrize(
     "preset", ["vpa_pid", "vpa_only", "apid_only", "offline_only", "kl_to_prior", "target_noise"]
 )
