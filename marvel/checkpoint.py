@@ -70,20 +70,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def load_policy(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[SquashedGaussianActor, dict[str, Any]]:
-    """The actor of a finetuning checkpoint, ready to act, and the checkpoint's metadata.
+    """The actor of a finetuning checkpoint or of a pretrained model (a cache entry under
+    ``$MARVEL_CACHE/pretrained/``), ready to act, and the checkpoint's metadata.
 
     Raises CheckpointError when the file does not hold a policy this code can rebuild.
     """
     state = load_checkpoint(path)
     try:
         obs_dim, act_dim = state["dims"]
-        hidden_sizes = state["agent_config"]["hidden_sizes"]
+        if state.get("kind") == "pretrained":
+            hidden_sizes = state["pretrained"]["sizes"]["hidden_sizes"]
+            actor_state = state["pretrained"]["actor"]
+        else:
+            hidden_sizes = state["agent_config"]["hidden_sizes"]
+            actor_state = state["learner"]["agent"]["actor"]
         actor = SquashedGaussianActor(obs_dim, act_dim, hidden_sizes)
-        actor.load_state_dict(state["learner"]["agent"]["actor"])
+        actor.load_state_dict(actor_state)
     except (KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(
             f"{resolve_checkpoint_path(path)} holds no usable policy ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else err!r})"
         ) from None
-    metadata = {k: state[k] for k in ("task", "experiment", "seed", "dims") if k in state}
+    metadata = {k: state[k] for k in ("kind", "task", "experiment", "seed", "dims") if k in state}
     return actor.to(device).eval(), metadata

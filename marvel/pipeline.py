@@ -160,7 +160,7 @@ def stage_collect(ctx: RunContext) -> dict[str, Any]:
     return {"dataset": {**identity.to_dict(), "transitions": int(len(data["rewards"]))}}
 
 
-PRETRAINED_FORMAT = 1  # bump when a change makes cached pretrained models stale
+PRETRAINED_FORMAT = 2  # bump when a change makes cached pretrained models stale
 
 
 def network_sizes(cfg: DictConfig) -> NetworkSizes:
@@ -231,6 +231,7 @@ def pretrained_start(
             {
                 "kind": "pretrained",
                 "task": task.name,
+                "dims": [obs_dim, act_dim],
                 "spec": spec,
                 "pretrained": pretrained.state_dict(),
             },

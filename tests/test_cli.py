@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from marvel.checkpoint import load_policy
 from marvel.data.dsrl_files import load_dsrl_dataset
 from tests.conftest import read_metrics, read_summary, run_cli
 
@@ -169,6 +170,16 @@ def test_pretrained_cache_is_hit_on_the_second_run(marvel_run: Path, tmp_path: P
     first, second = read_summary(marvel_run)["pretrained"], read_summary(tmp_path)["pretrained"]
     assert first["cached"] is False and second["cached"] is True
     assert second["path"] == first["path"]
+
+
+def test_evaluate_a_pretrained_model(marvel_run: Path, tmp_path: Path) -> None:
+    path = read_summary(marvel_run)["pretrained"]["path"]
+    actor, meta = load_policy(path)
+    assert meta["kind"] == "pretrained" and meta["task"] == "BallCircle"
+    run_cli(
+        "stage=evaluate", f"checkpoint={path}", "logger=none", *SMOKE, f"hydra.run.dir={tmp_path}"
+    )
+    assert read_summary(tmp_path)["eval"]["episodes"] == 2
 
 
 def test_cache_hit_gives_the_same_numbers(marvel_run: Path, tmp_path: Path) -> None:
