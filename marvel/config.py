@@ -100,7 +100,7 @@ class OfflineConfig:
 
     algo: str = "none"  # none (random init: from scratch) | cpq | bearl
     steps: int = 0  # gradient steps (the option files take budget.offline_steps)
-    log_every: int = 1000
+    log_every: int = 100  # offline rows (and progress-bar ticks) every this many steps
     cpq: CPQConfig = field(default_factory=CPQConfig)
     bearl: BEARLConfig = field(default_factory=BEARLConfig)
 
