@@ -161,23 +161,25 @@ def bare_episodes(
             done = terminated or truncated
 
 
-def bench_rollout(
+def bench_episodes(
+    marvel_episodes: Callable[[], None],
     env: StepCounter,
     actor: SquashedGaussianActor,
     device: torch.device,
     sizes: Sizes,
+    seed: int,
+    deterministic: bool,
 ) -> dict[str, float]:
-    """Stochastic episodes: marvel's ``run_episode`` against the bare loop."""
+    """env steps/s of ``marvel_episodes`` against the bare loop on the same reset seeds."""
 
     def marvel() -> float:
         start = env.steps
-        for i in range(sizes.episodes):
-            run_episode(env, actor, device, seed=episode_seed(SEED, i))
+        marvel_episodes()
         return env.steps - start
 
     def bare() -> float:
         start = env.steps
-        bare_episodes(env, actor, device, sizes.episodes, SEED, deterministic=False)
+        bare_episodes(env, actor, device, sizes.episodes, seed, deterministic)
         return env.steps - start
 
     marvel()  # warm-up
@@ -189,6 +191,18 @@ def bench_rollout(
         "ratio_to_bare_env": ratio,
         "episodes": sizes.episodes,
     }
+
+
+def bench_rollout(
+    env: StepCounter, actor: SquashedGaussianActor, device: torch.device, sizes: Sizes
+) -> dict[str, float]:
+    """Stochastic episodes: marvel's ``run_episode`` against the bare loop."""
+
+    def episodes() -> None:
+        for i in range(sizes.episodes):
+            run_episode(env, actor, device, seed=episode_seed(SEED, i))
+
+    return bench_episodes(episodes, env, actor, device, sizes, SEED, deterministic=False)
 
 
 def bench_eval(
@@ -200,25 +214,11 @@ def bench_eval(
 ) -> dict[str, float]:
     """Deterministic episodes: marvel's ``evaluate`` against the bare loop, same reset seeds."""
 
-    def marvel() -> float:
-        start = env.steps
+    def episodes() -> None:
         evaluate(actor, env, task, sizes.episodes, SEED, device)
-        return env.steps - start
 
-    def bare() -> float:
-        start = env.steps
-        bare_episodes(env, actor, device, sizes.episodes, SEED + EVAL_SEED_OFFSET, True)
-        return env.steps - start
-
-    marvel()  # warm-up
-    bare()
-    rate, bare_rate, ratio = compare(marvel, bare, sizes.repeats, device)
-    return {
-        "env_steps_per_s": rate,
-        "bare_env_steps_per_s": bare_rate,
-        "ratio_to_bare_env": ratio,
-        "episodes": sizes.episodes,
-    }
+    seed = SEED + EVAL_SEED_OFFSET
+    return bench_episodes(episodes, env, actor, device, sizes, seed, deterministic=True)
 
 
 # ----------------------------------------------------------------------------- update

@@ -209,21 +209,16 @@ class AdaptivePID(PIDLagrangian):
     def __init__(
         self,
         cost_limit: float,
-        kp: float,
-        ki: float,
-        kd: float,
-        d_delay: int = 10,
-        ema_p: float = 0.9,
-        ema_d: float = 0.9,
-        lambda_init: float = 0.0,
-        lambda_max: float | None = None,
+        *,
         adapt_kp: float = 0.05,
         adapt_ki: float = 0.05,
         adapt_kd: float = 0.05,
         kp_tanh: bool = False,
         gain_clip: float = 10.0,
+        **pid_options: Any,
     ) -> None:
-        super().__init__(cost_limit, kp, ki, kd, d_delay, ema_p, ema_d, lambda_init, lambda_max)
+        """``pid_options``: the gains, delay, smoothing and bounds of PIDLagrangian."""
+        super().__init__(cost_limit, **pid_options)
         self.initial_gains = (self.kp, self.ki, self.kd)
         self.adapt_kp, self.adapt_ki, self.adapt_kd = adapt_kp, adapt_ki, adapt_kd
         self.kp_tanh, self.gain_clip = kp_tanh, gain_clip

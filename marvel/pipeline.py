@@ -82,13 +82,9 @@ def log(message: str) -> None:
 
 
 def needs_dataset(cfg: DictConfig) -> bool:
-    """Only stages that read offline data resolve one (from scratch needs none)."""
-    return (
-        cfg.stage == "collect"
-        or cfg.data.path is not None
-        or cfg.offline.algo != "none"
-        or cfg.vpa.enabled
-    )
+    """Finetuning reads offline data only to pretrain or align (from scratch needs none);
+    an explicit data.path is always checked and recorded."""
+    return cfg.data.path is not None or cfg.offline.algo != "none" or cfg.vpa.enabled
 
 
 def collected_dataset(ctx: RunContext) -> DatasetIdentity:
@@ -207,14 +203,10 @@ def pretrained_start(
             obs_dim, act_dim, sizes, algo_cfg, task.cost_limit, task.max_episode_steps, device
         )
         buffer = ReplayBuffer.from_dataset(data, device, seed=cfg.seed)
-
-        def log_offline(metrics: dict[str, float], step: int) -> None:
-            ctx.logger.log({"offline/step": step, **metrics}, step=0)
-
         with tqdm(total=cfg.offline.steps, desc=f"pretrain {algo}", unit="step") as bar:
 
             def log_and_advance(metrics: dict[str, float], step: int) -> None:
-                log_offline(metrics, step)
+                ctx.logger.log({"offline/step": step, **metrics}, step=0)
                 bar.update(step - bar.n)
 
             pretrained = train_offline(

@@ -48,3 +48,41 @@ def read_summary(run_dir: Path) -> dict:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_transfers_to_sac_lag(pretrained, obs, act) -> None:
+    """A ``Pretrained`` survives a weights_only checkpoint round trip and becomes a SAC-Lag
+    start through ``SACLag.load_pretrained`` (strict loads, the finetuning actor lr reset)."""
+    import io
+
+    import torch
+
+    from marvel.offline.base import Pretrained
+    from marvel.sac_lag import SACLag, SACLagConfig
+
+    obs_dim, act_dim = obs.shape[1], act.shape[1]
+    stream = io.BytesIO()  # through a checkpoint file's bytes, as the pipeline stores it
+    torch.save(pretrained.state_dict(), stream)
+    stream.seek(0)
+    state = torch.load(stream, weights_only=True)
+    restored = Pretrained.from_state_dict(state, obs_dim, act_dim, torch.device("cpu"))
+    assert restored.algo == pretrained.algo and restored.config == pretrained.config
+    assert restored.metrics == pretrained.metrics
+    assert restored.lagrange_multiplier == pretrained.lagrange_multiplier
+
+    sizes = pretrained.sizes
+    cfg = SACLagConfig(
+        hidden_sizes=sizes.hidden_sizes,
+        cost_hidden_sizes=sizes.cost_hidden_sizes,
+        num_reward_critics=sizes.num_reward_critics,
+        actor_lr=1.234e-5,
+    )
+    agent = SACLag(obs_dim, act_dim, cfg, torch.device("cpu"))
+    agent.load_pretrained(restored)
+    assert all(g["lr"] == 1.234e-5 for g in agent.actor_optimizer.param_groups)
+    with torch.no_grad():
+        assert torch.equal(agent.actor.act(obs, True), pretrained.actor.act(obs, True))
+        for name in ("reward_critic", "cost_critic"):
+            ours, theirs = getattr(agent, name), getattr(pretrained, name)
+            assert torch.equal(ours(obs, act), theirs(obs, act))
+            assert torch.equal(getattr(agent, f"{name}_target")(obs, act), theirs(obs, act))

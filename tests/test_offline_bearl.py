@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import math
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from marvel.data.collect import collect_dataset
 from marvel.data.dsrl_files import load_dsrl_dataset
 from marvel.envs import task_spec
 from marvel.nets import CriticEnsemble, SquashedGaussianActor
-from marvel.offline.base import NetworkSizes, Pretrained, qc_threshold, train_offline
+from marvel.offline.base import NetworkSizes, qc_threshold, train_offline
 from marvel.offline.bearl import BEARL, BEARLConfig, mmd
-from marvel.sac_lag import SACLag, SACLagConfig
+from tests.conftest import assert_transfers_to_sac_lag
 
 CPU = torch.device("cpu")
 SIZES = NetworkSizes([64, 64], [64, 64], 2)
@@ -276,37 +275,8 @@ def test_pretrained_round_trips_and_loads_strictly_into_sac_lag(buffer: ReplayBu
     assert pretrained.config["mmd_sigma"] == cfg.mmd_sigma
     assert pretrained.lagrange_multiplier == float(learner.lam)
 
-    stream = io.BytesIO()  # through a checkpoint file's bytes, as the pipeline stores it
-    torch.save(pretrained.state_dict(), stream)
-    stream.seek(0)
-    restored = Pretrained.from_state_dict(torch.load(stream), obs_dim, act_dim, CPU)
-    assert restored.config == pretrained.config
-    assert restored.metrics == pretrained.metrics
-    assert restored.lagrange_multiplier == pretrained.lagrange_multiplier
-    for name in ("actor", "reward_critic", "cost_critic"):
-        got, want = getattr(restored, name).state_dict(), getattr(pretrained, name).state_dict()
-        assert got.keys() == want.keys()
-        assert all(torch.equal(got[k], want[k]) for k in want)
-
-    agent = SACLag(
-        obs_dim,
-        act_dim,
-        SACLagConfig(
-            hidden_sizes=SIZES.hidden_sizes,
-            cost_hidden_sizes=SIZES.cost_hidden_sizes,
-            num_reward_critics=SIZES.num_reward_critics,
-        ),
-        CPU,
-    )
-    agent.actor.load_state_dict(restored.actor.state_dict(), strict=True)
-    agent.reward_critic.load_state_dict(restored.reward_critic.state_dict(), strict=True)
-    agent.cost_critic.load_state_dict(restored.cost_critic.state_dict(), strict=True)
-    agent.actor_optimizer.load_state_dict(restored.actor_optimizer)
     obs, act = buffer.storage["obs"][:8], buffer.storage["act"][:8]
-    with torch.no_grad():
-        assert torch.equal(agent.actor.act(obs, True), pretrained.actor.act(obs, True))
-        assert torch.equal(agent.reward_critic(obs, act), pretrained.reward_critic(obs, act))
-        assert torch.equal(agent.cost_critic(obs, act), pretrained.cost_critic(obs, act))
+    assert_transfers_to_sac_lag(pretrained, obs, act)
 
 
 def test_unknown_kernel_is_rejected() -> None:

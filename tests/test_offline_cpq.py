@@ -3,7 +3,6 @@ penalty's effect, and the strict offline -> online transfer of its ``Pretrained`
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -17,7 +16,7 @@ from marvel.data.dsrl_files import load_dsrl_dataset
 from marvel.envs import task_spec
 from marvel.offline.base import NetworkSizes, Pretrained, qc_threshold, train_offline
 from marvel.offline.cpq import CPQ, CPQConfig
-from marvel.sac_lag import SACLag, SACLagConfig
+from tests.conftest import assert_transfers_to_sac_lag
 
 CPU = torch.device("cpu")
 SIZES = NetworkSizes([64, 64], [64, 64], 2)
@@ -158,38 +157,8 @@ def test_pretrained_round_trips_and_loads_strictly_into_sac_lag(
     assert pretrained.metrics == paper_run.logs[-1]
     assert pretrained.reward_critic.num_heads == 2 and pretrained.cost_critic.num_heads == 1
 
-    stream = io.BytesIO()
-    torch.save(pretrained.state_dict(), stream)
-    stream.seek(0)
-    obs_dim, act_dim = buffer.storage["obs"].shape[1], buffer.storage["act"].shape[1]
-    state = torch.load(stream, weights_only=False)
-    restored = Pretrained.from_state_dict(state, obs_dim, act_dim, CPU)
-    assert restored.algo == "cpq" and restored.config == pretrained.config
-    assert restored.lagrange_multiplier == pretrained.lagrange_multiplier
-    for name in ("actor", "reward_critic", "cost_critic"):
-        original = getattr(pretrained, name).state_dict()
-        for key, value in getattr(restored, name).state_dict().items():
-            torch.testing.assert_close(value, original[key])
-
-    agent = SACLag(
-        obs_dim,
-        act_dim,
-        SACLagConfig(
-            hidden_sizes=SIZES.hidden_sizes,
-            cost_hidden_sizes=SIZES.cost_hidden_sizes,
-            num_reward_critics=SIZES.num_reward_critics,
-        ),
-        CPU,
-    )
-    agent.actor.load_state_dict(restored.actor.state_dict())  # strict by default
-    agent.reward_critic.load_state_dict(restored.reward_critic.state_dict())
-    agent.cost_critic.load_state_dict(restored.cost_critic.state_dict())
-    agent.actor_optimizer.load_state_dict(restored.actor_optimizer)
-    with torch.no_grad():
-        obs = buffer.storage["obs"][:32]
-        torch.testing.assert_close(
-            agent.actor(obs, deterministic=True)[0], pretrained.actor(obs, deterministic=True)[0]
-        )
+    obs, act = buffer.storage["obs"][:32], buffer.storage["act"][:32]
+    assert_transfers_to_sac_lag(pretrained, obs, act)
 
 
 def test_update_returns_detached_scalars(buffer: ReplayBuffer) -> None:

@@ -7,6 +7,8 @@ online transfer is a strict load (METHOD.md section 4).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +108,21 @@ class Pretrained:
             config=dict(state["config"]),
             metrics=dict(state["metrics"]),
         )
+
+
+def pretrained_from(learner: Any, algo: str, lagrange_multiplier: float) -> Pretrained:
+    """The shared output of a learner holding ``actor``, ``reward_critic``, ``cost_critic``,
+    ``actor_optimizer``, ``sizes`` and a dataclass ``cfg``."""
+    return Pretrained(
+        algo=algo,
+        actor=learner.actor,
+        reward_critic=learner.reward_critic,
+        cost_critic=learner.cost_critic,
+        actor_optimizer=copy.deepcopy(learner.actor_optimizer.state_dict()),
+        lagrange_multiplier=float(lagrange_multiplier),
+        sizes=learner.sizes,
+        config=dataclasses.asdict(learner.cfg),
+    )
 
 
 class OfflineLearner(Protocol):

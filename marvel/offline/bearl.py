@@ -31,7 +31,6 @@ Where marvel differs from OSRL (each is marked "OSRL:" below):
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -39,7 +38,13 @@ import torch.nn.functional as F
 
 from marvel.data.buffer import Batch
 from marvel.nets import ConditionalVAE, gradient_step, polyak_update
-from marvel.offline.base import NetworkSizes, Pretrained, build_networks, qc_threshold
+from marvel.offline.base import (
+    NetworkSizes,
+    Pretrained,
+    build_networks,
+    pretrained_from,
+    qc_threshold,
+)
 
 KERNELS = ("gaussian", "laplacian")
 
@@ -272,13 +277,4 @@ class BEARL:
 
     def to_pretrained(self) -> Pretrained:
         """pi_0, Q_r, Q_c (marvel's architecture: a strict load into SAC-Lag) and lambda."""
-        return Pretrained(
-            algo="bearl",
-            actor=self.actor,
-            reward_critic=self.reward_critic,
-            cost_critic=self.cost_critic,
-            actor_optimizer=copy.deepcopy(self.actor_optimizer.state_dict()),
-            lagrange_multiplier=float(self.lam),
-            sizes=self.sizes,
-            config=dataclasses.asdict(self.cfg),
-        )
+        return pretrained_from(self, "bearl", float(self.lam))

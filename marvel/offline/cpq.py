@@ -30,7 +30,6 @@ Where marvel differs from OSRL (each is marked "OSRL:" below):
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +37,13 @@ import torch.nn.functional as F
 
 from marvel.data.buffer import Batch
 from marvel.nets import ConditionalVAE, gradient_step, polyak_update
-from marvel.offline.base import NetworkSizes, Pretrained, build_networks, qc_threshold
+from marvel.offline.base import (
+    NetworkSizes,
+    Pretrained,
+    build_networks,
+    pretrained_from,
+    qc_threshold,
+)
 
 
 @dataclass
@@ -198,13 +203,4 @@ class CPQ:
 
     def to_pretrained(self) -> Pretrained:
         """pi_0, Q_r, Q_c and the actor's optimizer state; alpha as the offline multiplier."""
-        return Pretrained(
-            algo="cpq",
-            actor=self.actor,
-            reward_critic=self.reward_critic,
-            cost_critic=self.cost_critic,
-            actor_optimizer=copy.deepcopy(self.actor_optimizer.state_dict()),
-            lagrange_multiplier=float(self.alpha),
-            sizes=self.sizes,
-            config=dataclasses.asdict(self.cfg),
-        )
+        return pretrained_from(self, "cpq", float(self.alpha))
