@@ -45,6 +45,7 @@ from marvel.evaluate import EVAL_SEED_OFFSET, evaluate
 from marvel.lagrange import DualAscent
 from marvel.nets import SquashedGaussianActor
 from marvel.offline.base import NetworkSizes
+from marvel.offline.bcql import BCQL, BCQLConfig
 from marvel.offline.bearl import BEARL, BEARLConfig
 from marvel.offline.cpq import CPQ, CPQConfig
 from marvel.rollout import episode_seed, run_episode
@@ -468,13 +469,17 @@ def bench_offline(
     device: torch.device,
     sizes: Sizes,
 ) -> dict[str, float]:
-    """Offline pretraining steps/s of CPQ and BEAR-Lag at OSRL's defaults (batch 512, VAE
+    """Offline pretraining steps/s of CPQ, BEAR-Lag and BCQ-Lag at OSRL's defaults (batch 512, VAE
     [400, 400]) and the task's network sizes, on uniform batches of a filled buffer."""
     buffer = ReplayBuffer(obs_dim, act_dim, BUFFER_SIZE, device, SEED)
     buffer.add(random_transitions(obs_dim, act_dim, BUFFER_SIZE))
     net_sizes = NetworkSizes(hidden["hidden_sizes"], hidden["cost_hidden_sizes"])
     results: dict[str, float] = {}
-    for name, learner_cls, cfg in (("cpq", CPQ, CPQConfig()), ("bearl", BEARL, BEARLConfig())):
+    for name, learner_cls, cfg in (
+        ("cpq", CPQ, CPQConfig()),
+        ("bearl", BEARL, BEARLConfig()),
+        ("bcql", BCQL, BCQLConfig()),
+    ):
         learner = learner_cls(
             obs_dim, act_dim, net_sizes, cfg, task.cost_limit, task.max_episode_steps, device
         )

@@ -11,17 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 from marvel.data.dsrl_files import DEFAULT_MIRRORS
 from marvel.lagrange import CONTROLLERS, ControllerConfig
+from marvel.offline.bcql import BCQLConfig
 from marvel.offline.bearl import BEARLConfig
 from marvel.offline.cpq import CPQConfig
 from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLagConfig
 from marvel.vpa import VPAConfig
 
 STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
-OFFLINE_ALGOS = ("none", "cpq", "bearl")
+OFFLINE_ALGOS = ("none", "cpq", "bearl", "bcql")
 DATA_SOURCES = ("auto", "dsrl", "collect")
 
 
@@ -91,6 +92,9 @@ class DataConfig:
     # DSRL mirrors, tried in order ({file} = the file name from dsrl.infos.DATASET_URLS)
     mirrors: list[str] = field(default_factory=lambda: list(DEFAULT_MIRRORS))
     download_timeout_s: float = 30.0
+    # The collected dataset's seed. Fixed, not the run seed: like a DSRL file, one dataset per
+    # task serves every run seed (and every sweep member).
+    seed: int = 0
     collect: CollectConfig = field(default_factory=CollectConfig)
 
 
@@ -98,11 +102,15 @@ class DataConfig:
 class OfflineConfig:
     """The ``offline`` group: which algorithm pretrains pi_0, Q_r, Q_c, and for how long."""
 
-    algo: str = "none"  # none (random init: from scratch) | cpq | bearl
+    algo: str = "none"  # none (random init: from scratch) | cpq | bearl | bcql
     steps: int = 0  # gradient steps (the option files take budget.offline_steps)
+    # Pretraining seed: the run seed by default; a fixed value finetunes many run seeds from
+    # one pi_0 (as the released code does from one offline checkpoint per task).
+    seed: int = II("seed")
     log_every: int = 100  # offline rows (and progress-bar ticks) every this many steps
     cpq: CPQConfig = field(default_factory=CPQConfig)
     bearl: BEARLConfig = field(default_factory=BEARLConfig)
+    bcql: BCQLConfig = field(default_factory=BCQLConfig)
 
 
 @dataclass
@@ -183,7 +191,7 @@ def validate(cfg: Any) -> None:
     _check(
         cfg.stage != "pretrain" or cfg.offline.algo != "none",
         "offline",
-        "stage=pretrain needs an offline algorithm: offline=cpq or offline=bearl",
+        "stage=pretrain needs an offline algorithm: offline=cpq, offline=bearl or offline=bcql",
     )
     _check(
         cfg.pid.lambda_init == "offline"
@@ -194,7 +202,7 @@ def validate(cfg: Any) -> None:
     _check(
         cfg.pid.lambda_init != "offline" or cfg.offline.algo != "none",
         "pid.lambda_init",
-        "'offline' needs an offline algorithm (offline=cpq or offline=bearl)",
+        "'offline' needs an offline algorithm (offline=cpq, offline=bearl or offline=bcql)",
     )
     _check(
         not cfg.vpa.enabled or cfg.vpa.iterations >= 1,

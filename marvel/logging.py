@@ -141,6 +141,7 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.step_metric = step_metric
+        self._axis_of: dict[str, str] = {step_metric: step_metric}  # key -> its W&B x-axis
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._file = self.metrics_path.open("a")
         self.run_id = run_id
@@ -173,7 +174,6 @@ class RunLogger:
             try:
                 run = wandb.init(mode=attempt, **init_kwargs)
                 run.define_metric(self.step_metric)
-                run.define_metric("*", step_metric=self.step_metric)
                 return run
             except Exception as e:
                 fallback = "offline mode" if attempt == "online" else f"{self.metrics_path} only"
@@ -203,13 +203,28 @@ class RunLogger:
         """The W&B run's local folder (``run_dir/wandb/<offline-run-...>``), or None."""
         return self._wandb_dir
 
-    def log(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Log one row of scalars at ``step`` (the step metric, e.g. policy-gradient updates)."""
+    def log(self, metrics: Mapping[str, Any], step: int, step_metric: str | None = None) -> None:
+        """Log one row of scalars at ``step`` of ``step_metric``: the run's (policy-gradient
+        updates, ``online/update``) unless a stage has its own x-axis (``offline/step``,
+        ``vpa/iteration``). W&B plots each key against the step metric of its first row."""
+        axis = step_metric or self.step_metric
         row = {k: float(_item(v)) for k, v in metrics.items()}
-        row[self.step_metric] = int(step)
+        row[axis] = int(step)
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
-        self._wandb_call("log", lambda run: run.log(row))
+        self._wandb_call("log", lambda run: self._log_wandb(run, row, axis))
+
+    def _log_wandb(self, run: wandb.Run, row: dict[str, Any], axis: str) -> None:
+        """Bind every new key to ``axis`` (exact keys, not globs: no precedence to get wrong)."""
+        new_keys = [k for k in row if k not in self._axis_of]
+        if new_keys:
+            if axis not in self._axis_of:
+                run.define_metric(axis)
+            for key in new_keys:
+                if key != axis:
+                    run.define_metric(key, step_metric=axis)
+                self._axis_of[key] = axis
+        run.log(row)
 
     def update_config(self, values: Mapping[str, Any]) -> None:
         """Add ``values`` (secrets removed) to the W&B config, e.g. facts known after loading."""

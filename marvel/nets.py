@@ -61,17 +61,34 @@ class SquashedGaussianActor(nn.Module):
         With ``deterministic`` the action is tanh(mu) (evaluation, METHOD.md section 7).
         """
         mu, log_std = self.distribution(obs)
-        std = log_std.exp()
-        u = mu if deterministic else mu + std * torch.randn_like(mu)
-        # log N(u; mu, std) minus the tanh Jacobian, log(1 - tanh(u)^2) in its stable form.
-        gauss_log_prob = -0.5 * ((u - mu) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-        log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-        return torch.tanh(u), (gauss_log_prob - log_det).sum(-1)
+        u = mu if deterministic else mu + log_std.exp() * torch.randn_like(mu)
+        return torch.tanh(u), pre_tanh_log_prob(u, mu, log_std)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions for rollouts: no autograd graph."""
         return self(obs, deterministic)[0]
+
+
+def pre_tanh_log_prob(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) of a = tanh(u) under pi = tanh(N(mu, sigma^2)), shape (B,):
+
+        log pi(a|s) = sum_i [ log N(u_i; mu_i, sigma_i^2) - log(1 - tanh(u_i)^2) ]
+
+    (the change of variables a = tanh(u)), with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))
+    in its stable form.
+    """
+    gauss_log_prob = -0.5 * ((u - mu) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    return (gauss_log_prob - log_det).sum(-1)
+
+
+def squashed_gaussian_log_prob(
+    mu: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """log pi(a|s) of *given* actions a in [-1, 1], shape (B,): ``pre_tanh_log_prob`` at
+    u = atanh(clamp(a, -1 + eps, 1 - eps)) (the clamp keeps u finite on the box's edges)."""
+    return pre_tanh_log_prob(torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps)), mu, log_std)
 
 
 def gaussian_kl(

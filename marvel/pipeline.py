@@ -40,12 +40,13 @@ from marvel.fsutil import sha256_file
 from marvel.lagrange import make_controller
 from marvel.logging import RunLogger, run_metadata
 from marvel.offline.base import NetworkSizes, Pretrained, train_offline
+from marvel.offline.bcql import BCQL
 from marvel.offline.bearl import BEARL
 from marvel.offline.cpq import CPQ
 from marvel.sac_lag import OnlineLearner, SACLag
 from marvel.vpa import align, critic_rank_correlation, monte_carlo_returns
 
-OFFLINE_ALGORITHMS = {"cpq": CPQ, "bearl": BEARL}
+OFFLINE_ALGORITHMS = {"cpq": CPQ, "bearl": BEARL, "bcql": BCQL}
 
 
 @dataclass
@@ -92,7 +93,7 @@ def collected_dataset(ctx: RunContext) -> DatasetIdentity:
     cfg = ctx.cfg
     collect_cfg = OmegaConf.to_object(cfg.data.collect)
     episodes = cfg.budget.collect_episodes
-    key = content_key(ctx.task, collect_cfg, episodes, cfg.seed)
+    key = content_key(ctx.task, collect_cfg, episodes, cfg.data.seed)
     path = Path(cfg.paths.cache_dir).expanduser() / "datasets" / f"{ctx.task.name}-{key}.hdf5"
     if path.is_file():
         digest = sha256_file(path)
@@ -105,9 +106,9 @@ def collected_dataset(ctx: RunContext) -> DatasetIdentity:
         log(f"reusing collected dataset {path}")
         return DatasetIdentity(path=str(path), sha256=digest, source="collect")
     log(f"collecting {episodes} episodes of {ctx.task.name} into {path}")
-    seed_everything(cfg.seed, "collect")
+    seed_everything(cfg.data.seed, "collect")
     start = time.perf_counter()
-    identity = collect_dataset(ctx.task, collect_cfg, episodes, cfg.seed, ctx.device, path)
+    identity = collect_dataset(ctx.task, collect_cfg, episodes, cfg.data.seed, ctx.device, path)
     ctx.timings["collect_s"] = time.perf_counter() - start
     return identity
 
@@ -167,6 +168,12 @@ def network_sizes(cfg: DictConfig) -> NetworkSizes:
     )
 
 
+def offline_namespace(metrics: dict[str, float]) -> dict[str, float]:
+    """Offline training rows under ``offline/`` (``loss/actor`` -> ``offline/loss/actor``), so
+    they never share a key, or a W&B x-axis, with the online rows."""
+    return {k if k.startswith("offline/") else f"offline/{k}": v for k, v in metrics.items()}
+
+
 def pretrained_start(
     ctx: RunContext, identity: DatasetIdentity, data: dict[str, np.ndarray]
 ) -> tuple[Pretrained, dict[str, Any]]:
@@ -186,7 +193,7 @@ def pretrained_start(
         "sizes": asdict(sizes),
         "cost_limit": task.cost_limit,
         "dataset_sha256": identity.sha256,
-        "seed": cfg.seed,
+        "seed": cfg.offline.seed,
     }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cfg.paths.cache_dir).expanduser() / "pretrained" / f"{task.name}-{algo}-{key}.pt"
@@ -197,16 +204,16 @@ def pretrained_start(
         pretrained = Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
     else:
         log(f"pretraining {algo} for {cfg.offline.steps} steps on {identity.path}")
-        seed_everything(cfg.seed, "pretrain")
+        seed_everything(cfg.offline.seed, "pretrain")
         start = time.perf_counter()
         learner = OFFLINE_ALGORITHMS[algo](
             obs_dim, act_dim, sizes, algo_cfg, task.cost_limit, task.max_episode_steps, device
         )
-        buffer = ReplayBuffer.from_dataset(data, device, seed=cfg.seed)
+        buffer = ReplayBuffer.from_dataset(data, device, seed=cfg.offline.seed)
         with tqdm(total=cfg.offline.steps, desc=f"pretrain {algo}", unit="step") as bar:
 
             def log_and_advance(metrics: dict[str, float], step: int) -> None:
-                ctx.logger.log({"offline/step": step, **metrics}, step=0)
+                ctx.logger.log(offline_namespace(metrics), step, step_metric="offline/step")
                 bar.update(step - bar.n)
 
             pretrained = train_offline(
@@ -270,7 +277,7 @@ def run_vpa(
         agent,
         offline,
         vpa_cfg,
-        log=lambda metrics, it: ctx.logger.log({"vpa/iteration": it, **metrics}, step=0),
+        log=lambda metrics, it: ctx.logger.log(metrics, it, step_metric="vpa/iteration"),
     )
     ctx.timings["vpa_s"] = time.perf_counter() - start
     summary: dict[str, Any] = {"iterations": vpa_cfg.iterations, **losses}
@@ -281,7 +288,7 @@ def run_vpa(
         finite = {
             f"vpa/{k}": v for k, v in summary.items() if k.startswith("spearman") and v is not None
         }
-        ctx.logger.log(finite, step=0)
+        ctx.logger.log(finite, vpa_cfg.iterations, step_metric="vpa/iteration")
         log(
             "VPA: Spearman(Q_r, MC) "
             f"{before['spearman_reward']} -> {after['spearman_reward']}, "

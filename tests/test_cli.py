@@ -92,6 +92,7 @@ def test_data_path_uses_the_file(collect_run: Path, tmp_path: Path) -> None:
     path = read_summary(collect_run)["dataset"]["path"]
     run_cli(
         "stage=finetune",
+        "experiment=from_scratch",
         "env=BallCircle",
         f"data.path={path}",
         "logger=none",
@@ -120,7 +121,7 @@ def assert_clean_error(proc, *fragments: str) -> None:
         (("finetune.batch_size=many",), ("batch_size", "many")),
         (("env.cost_limit=-1",), ("env.cost_limit", ">= 0")),
         (("budget.online_iterations=0",), ("budget.online_iterations",)),
-        (("stage=pretrain",), ("offline=cpq",)),
+        (("stage=pretrain", "offline=none"), ("offline=cpq",)),
         (("stage=collect", "data.path=/nonexistent.hdf5"), ("/nonexistent.hdf5",)),
         (("stage=evaluate", "checkpoint=/nonexistent/run"), ("no checkpoint at",)),
         (("stage=evaluate", "checkpoint=/etc/hostname"), ("not a loadable marvel checkpoint",)),
@@ -148,7 +149,7 @@ def test_dsrl_unreachable_says_how_to_proceed(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def marvel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("marvel")
-    run_cli("experiment=marvel", "env=BallCircle", *SMOKE, f"hydra.run.dir={run_dir}")
+    run_cli("env=BallCircle", *SMOKE, f"hydra.run.dir={run_dir}")  # marvel: the default
     return run_dir
 
 
@@ -161,7 +162,11 @@ def test_marvel_pipeline_contract(marvel_run: Path) -> None:
     assert summary["dataset"]["source"] == "collect"
     rows = [r for r in read_metrics(marvel_run) if "train/episode_reward" in r]
     assert rows and all("lagrange/kp" in r and "lagrange/lambda" in r for r in rows)
-    assert any("offline/step" in r for r in read_metrics(marvel_run))
+    rows = read_metrics(marvel_run)
+    assert any("offline/step" in r and "offline/loss/actor" in r for r in rows)
+    assert any("vpa/iteration" in r and "vpa/spearman_reward_after" in r for r in rows)
+    offline_or_vpa = [r for r in rows if "offline/step" in r or "vpa/iteration" in r]
+    assert offline_or_vpa and all("online/update" not in r for r in offline_or_vpa)
 
 
 def test_pretrained_cache_is_hit_on_the_second_run(marvel_run: Path, tmp_path: Path) -> None:
@@ -170,6 +175,17 @@ def test_pretrained_cache_is_hit_on_the_second_run(marvel_run: Path, tmp_path: P
     first, second = read_summary(marvel_run)["pretrained"], read_summary(tmp_path)["pretrained"]
     assert first["cached"] is False and second["cached"] is True
     assert second["path"] == first["path"]
+
+
+def test_other_run_seeds_share_the_dataset_and_a_fixed_offline_seed(
+    marvel_run: Path, tmp_path: Path
+) -> None:
+    """data.seed is fixed (one dataset per task, like DSRL); offline.seed=0 shares one pi_0."""
+    run_cli("seed=1", "offline.seed=0", *SMOKE, "logger=none", f"hydra.run.dir={tmp_path}")
+    first, second = read_summary(marvel_run), read_summary(tmp_path)
+    assert second["seed"] == 1 and second["dataset"] == first["dataset"]
+    assert second["pretrained"]["cached"] is True
+    assert second["pretrained"]["path"] == first["pretrained"]["path"]
 
 
 def test_evaluate_a_pretrained_model(marvel_run: Path, tmp_path: Path) -> None:
@@ -205,3 +221,15 @@ def test_every_preset_runs(preset: str, marvel_run: Path, tmp_path: Path) -> Non
     summary = read_summary(tmp_path)
     assert summary["experiment"] == preset and "normalized_reward" in summary["eval"]
     assert summary["pretrained"]["cached"] is True  # every preset starts from the same pi_0
+
+
+@pytest.mark.parametrize("algo", ["bearl", "bcql"])
+def test_every_offline_algorithm_runs_the_pipeline(
+    algo: str, marvel_run: Path, tmp_path: Path
+) -> None:
+    run_cli(f"offline={algo}", "env=BallCircle", "logger=none", *SMOKE, f"hydra.run.dir={tmp_path}")
+    summary = read_summary(tmp_path)
+    assert summary["pretrained"]["algo"] == algo and summary["pretrained"]["cached"] is False
+    assert f"-{algo}-" in Path(summary["pretrained"]["path"]).name
+    assert summary["dataset"] == read_summary(marvel_run)["dataset"]  # the same cached dataset
+    assert "spearman_cost_after" in summary["vpa"] and "normalized_cost" in summary["eval"]

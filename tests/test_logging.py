@@ -53,6 +53,43 @@ def test_offline_run_writes_jsonl_and_wandb_run(tmp_path: Path) -> None:
     assert not (tmp_path / "elsewhere").exists()  # dir= wins over WANDB_DIR
 
 
+def test_each_stage_logs_against_its_own_step_metric(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Offline and VPA rows carry their own x-axis in the JSONL and in W&B's metric bindings."""
+    bindings: dict[str, str | None] = {}
+    real_init = wandb.init
+
+    def spying_init(*args, **kwargs):
+        run = real_init(*args, **kwargs)
+        real_define = run.define_metric
+
+        def define_metric(name, step_metric=None, **kw):
+            bindings[name] = step_metric
+            return real_define(name, step_metric=step_metric, **kw)
+
+        monkeypatch.setattr(run, "define_metric", define_metric)
+        return run
+
+    monkeypatch.setattr(wandb, "init", spying_init)
+    with RunLogger(tmp_path, {}) as logger:
+        logger.log({"offline/loss/actor": 1.0}, 100, step_metric="offline/step")
+        logger.log({"vpa/critic_loss": 2.0}, 5, step_metric="vpa/iteration")
+        logger.log({"loss/actor": 3.0}, 1)
+        logger.log({"loss/actor": 4.0, "eval/cost": 1.0}, 2)
+
+    assert read_rows(tmp_path) == [
+        {"offline/loss/actor": 1.0, "offline/step": 100},
+        {"vpa/critic_loss": 2.0, "vpa/iteration": 5},
+        {"loss/actor": 3.0, "online/update": 1},
+        {"loss/actor": 4.0, "eval/cost": 1.0, "online/update": 2},
+    ]
+    assert bindings["offline/loss/actor"] == "offline/step"
+    assert bindings["vpa/critic_loss"] == "vpa/iteration"
+    assert bindings["loss/actor"] == bindings["eval/cost"] == "online/update"
+    assert {"offline/step", "vpa/iteration", "online/update"} <= set(bindings)
+
+
 def test_sequential_runs_never_merge(tmp_path: Path) -> None:
     ids = []
     for i in range(2):
