@@ -39,13 +39,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--envs", nargs="+", default=["BallCircle", "CarRun"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--budget", default="paper", help="budget= of every run (default paper)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (1 thread each)")
     parser.add_argument("--report-only", action="store_true", help="aggregate, run nothing")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     return parser.parse_args()
 
 
-def run_one(run_dir: Path, env: str, method: str, seed: int, overrides: list[str]) -> None:
+def run_one(
+    run_dir: Path, env: str, method: str, seed: int, budget: str, overrides: list[str]
+) -> None:
     """One run in its own process; its output goes to ``run_dir/stdout.txt``."""
     if (run_dir / "summary.json").is_file():
         return
@@ -57,7 +60,7 @@ def run_one(run_dir: Path, env: str, method: str, seed: int, overrides: list[str
         f"experiment={method}",
         f"env={env}",
         f"seed={seed}",
-        "budget=paper",
+        f"budget={budget}",
         "logger=none",
         "torch_threads=1",
         *overrides,
@@ -142,7 +145,14 @@ def main() -> None:
     if not args.report_only:
         os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
         jobs = [
-            (args.out / env / method / f"seed{seed}", env, method, seed, args.overrides)
+            (
+                args.out / env / method / f"seed{seed}",
+                env,
+                method,
+                seed,
+                args.budget,
+                args.overrides,
+            )
             for env in args.envs
             for seed in args.seeds
             for method in args.methods
