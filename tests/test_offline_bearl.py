@@ -4,64 +4,33 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
-from marvel.data.collect import collect_dataset
-from marvel.data.dsrl_files import load_dsrl_dataset
-from marvel.envs import task_spec
 from marvel.nets import CriticEnsemble, SquashedGaussianActor
 from marvel.offline.base import NetworkSizes, qc_threshold, train_offline
 from marvel.offline.bearl import BEARL, BEARLConfig, mmd
-from tests.conftest import assert_transfers_to_sac_lag
+from tests.conftest import (
+    assert_qc_pid_multiplier,
+    assert_transfers_to_sac_lag,
+    dims,
+    expected_critic_losses,
+    expected_vae_loss,
+    random_batch,
+)
 
 CPU = torch.device("cpu")
 SIZES = NetworkSizes([64, 64], [64, 64], 2)
 EPISODE_LEN = 200  # BallCircle
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def small_config(**overrides) -> BEARLConfig:
     base = dict(vae_hidden_sizes=[64, 64], num_target_actions=4, num_mmd_samples=4)
     return BEARLConfig(**{**base, **overrides})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is fastest, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def buffer(tmp_path_factory: pytest.TempPathFactory) -> ReplayBuffer:
-    """4 BallCircle episodes collected by marvel, loaded through dsrl, in a replay buffer."""
-    path = Path(tmp_path_factory.mktemp("bearl")) / "d.hdf5"
-    collect_dataset(
-        task_spec("BallCircle"), CollectConfig(), num_episodes=4, seed=0, device=CPU, path=path
-    )
-    return ReplayBuffer.from_dataset(load_dsrl_dataset(path, "BallCircle"), CPU, seed=0)
-
-
-def dims(buffer: ReplayBuffer) -> tuple[int, int]:
-    return buffer.storage["obs"].shape[1], buffer.storage["act"].shape[1]
-
-
-def random_batch(n: int = 16, obs_dim: int = 5, act_dim: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {
-        "obs": torch.randn(n, obs_dim, generator=g),
-        "act": torch.rand(n, act_dim, generator=g) * 1.8 - 0.9,
-        "reward": torch.randn(n, generator=g),
-        "cost": (torch.rand(n, generator=g) < 0.3).float(),
-        "next_obs": torch.randn(n, obs_dim, generator=g),
-        "done": (torch.rand(n, generator=g) < 0.2).float(),
-    }
 
 
 def test_qc_threshold() -> None:
@@ -130,7 +99,7 @@ def test_one_update_matches_the_equations(warmup_steps: int) -> None:
             for p in target.parameters():
                 p.add_(0.05)
     before = copy.deepcopy(learner)
-    batch = random_batch()
+    batch = random_batch(act_bound=0.9)
     torch.manual_seed(1)
     out = learner.update(batch)
 
@@ -138,27 +107,11 @@ def test_one_update_matches_the_equations(warmup_steps: int) -> None:
     obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
     n_b, n_t, n_m = obs.shape[0], cfg.num_target_actions, cfg.num_mmd_samples
     with torch.no_grad():
-        recon, mean, std = before.vae(obs, act)
-        kl = 0.5 * (mean**2 + std**2 - 1 - torch.log(std**2))
-        loss_vae = ((recon - act) ** 2).mean() + cfg.vae_kl_weight * kl.mean()
+        loss_vae = expected_vae_loss(before.vae, obs, act, cfg.vae_kl_weight)
 
         next_act, _ = before.actor_target(next_obs.repeat_interleave(n_t, 0))
         next_act = next_act.view(n_b, n_t, 2)
-        best_r = torch.full((n_b,), -math.inf)
-        best_c = torch.full((n_b,), -math.inf)
-        for k in range(n_t):
-            q = before.reward_critic_target(next_obs, next_act[:, k])
-            mix = cfg.target_mix * torch.minimum(q[0], q[1]) + (1 - cfg.target_mix) * torch.maximum(
-                q[0], q[1]
-            )
-            best_r = torch.maximum(best_r, mix)
-            best_c = torch.maximum(best_c, before.cost_critic_target(next_obs, next_act[:, k])[0])
-        not_done = 1 - batch["done"]
-        y_r = cfg.reward_scale * batch["reward"] + cfg.gamma * not_done * best_r
-        y_c = cfg.cost_scale * batch["cost"] + cfg.gamma * not_done * best_c
-        q_r = before.reward_critic(obs, act)
-        loss_q_r = ((q_r[0] - y_r) ** 2).mean() + ((q_r[1] - y_r) ** 2).mean()
-        loss_q_c = ((before.cost_critic(obs, act)[0] - y_c) ** 2).mean()
+        loss_q_r, loss_q_c = expected_critic_losses(before, batch, next_act)
 
         # The MMD sees the VAE after this update's step: the learner's own.
         z = torch.randn(n_b, n_m, learner.vae.latent_dim).clamp(-0.5, 0.5)
@@ -230,36 +183,14 @@ def test_training_learns(buffer: ReplayBuffer) -> None:
 
 
 def test_cost_multiplier_rises_when_q_c_exceeds_threshold(buffer: ReplayBuffer) -> None:
-    """d = 0: every cost violates, so lambda grows; d = 100 (l = 43, above any Q_c here): the
-    integral never leaves 0. Also replays OSRL's PID recursion on the logged Q_c (in float32,
-    as the learner computes it).
-    """
+    """OSRL's PID lambda on Q_c rises under violation and replays its recursion."""
     obs_dim, act_dim = dims(buffer)
     cfg = small_config()
-    lams: dict[float, list[float]] = {}
-    for cost_limit in (0.0, 100.0):
-        torch.manual_seed(0)
-        learner = BEARL(obs_dim, act_dim, SIZES, cfg, cost_limit, EPISODE_LEN, CPU)
-        outs = [learner.update(buffer.sample(128)) for _ in range(150)]
-        lams[cost_limit] = [float(o["offline/lambda"]) for o in outs]
-        prev, integral = torch.zeros(()), torch.zeros(())
-        for o in outs:
-            e = o["offline/q_c"] - learner.q_threshold  # e_t = mean Q_c(s, a~) - l
-            integral = (integral + e).clamp(min=0)  # I_t = max(0, I_{t-1} + e_t)
-            lam = (
-                cfg.pid_kp * e.clamp(min=0)
-                + cfg.pid_ki * integral
-                + cfg.pid_kd * (e - prev).clamp(min=0)
-            ).clamp(min=0)
-            prev = e
-            assert float(o["offline/lambda"]) == pytest.approx(float(lam), rel=1e-5, abs=1e-12)
-        assert learner.to_pretrained().lagrange_multiplier == lams[cost_limit][-1]
-        if cost_limit > 0:
-            assert float(learner.pid_integral) == 0.0
-    violating, satisfied = lams[0.0], lams[100.0]
-    assert violating[-1] > 0.0
-    assert sum(violating[-50:]) > sum(violating[:50])  # it rises
-    assert violating[-1] > 10 * max(satisfied)
+    assert_qc_pid_multiplier(
+        lambda cost_limit: BEARL(obs_dim, act_dim, SIZES, cfg, cost_limit, EPISODE_LEN, CPU),
+        buffer,
+        batch_size=128,
+    )
 
 
 def test_pretrained_round_trips_and_loads_strictly_into_sac_lag(buffer: ReplayBuffer) -> None:
@@ -273,7 +204,7 @@ def test_pretrained_round_trips_and_loads_strictly_into_sac_lag(buffer: ReplayBu
     assert isinstance(pretrained.reward_critic, CriticEnsemble)
     assert pretrained.reward_critic.num_heads == 2 and pretrained.cost_critic.num_heads == 1
     assert pretrained.config["mmd_sigma"] == cfg.mmd_sigma
-    assert pretrained.lagrange_multiplier == float(learner.lam)
+    assert pretrained.lagrange_multiplier == float(learner.pid.lam)
 
     obs, act = buffer.storage["obs"][:8], buffer.storage["act"][:8]
     assert_transfers_to_sac_lag(pretrained, obs, act)

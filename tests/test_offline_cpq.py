@@ -9,32 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
-from marvel.data.collect import collect_dataset
-from marvel.data.dsrl_files import load_dsrl_dataset
-from marvel.envs import task_spec
 from marvel.offline.base import NetworkSizes, Pretrained, qc_threshold, train_offline
 from marvel.offline.cpq import CPQ, CPQConfig
-from tests.conftest import assert_transfers_to_sac_lag
+from tests.conftest import assert_transfers_to_sac_lag, dims
 
 CPU = torch.device("cpu")
 SIZES = NetworkSizes([64, 64], [64, 64], 2)
 COST_LIMIT, EPISODE_LEN = 20.0, 200
 STEPS, BATCH, LOG_EVERY = 300, 128, 50
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def small_config(**overrides: object) -> CPQConfig:
     return CPQConfig(vae_hidden_sizes=[64, 64], batch_size=BATCH, **overrides)
-
-
-@pytest.fixture(scope="module")
-def buffer(tmp_path_factory: pytest.TempPathFactory) -> ReplayBuffer:
-    """Four BallCircle episodes collected by marvel itself, loaded as DSRL data."""
-    path = tmp_path_factory.mktemp("cpq") / "d.hdf5"
-    task = task_spec("BallCircle")
-    collect_dataset(task, CollectConfig(), num_episodes=4, seed=0, device=CPU, path=path)
-    return ReplayBuffer.from_dataset(load_dsrl_dataset(path, task.name), CPU, seed=0)
 
 
 @dataclass
@@ -47,7 +36,7 @@ class Run:
 def train(buffer: ReplayBuffer, cfg: CPQConfig, steps: int = STEPS, seed: int = 0) -> Run:
     torch.manual_seed(seed)
     buffer.generator.manual_seed(seed)
-    obs_dim, act_dim = buffer.storage["obs"].shape[1], buffer.storage["act"].shape[1]
+    obs_dim, act_dim = dims(buffer)
     learner = CPQ(obs_dim, act_dim, SIZES, cfg, COST_LIMIT, EPISODE_LEN, CPU)
     logs: list[dict[str, float]] = []
     pretrained = train_offline(
@@ -162,7 +151,7 @@ def test_pretrained_round_trips_and_loads_strictly_into_sac_lag(
 
 
 def test_update_returns_detached_scalars(buffer: ReplayBuffer) -> None:
-    obs_dim, act_dim = buffer.storage["obs"].shape[1], buffer.storage["act"].shape[1]
+    obs_dim, act_dim = dims(buffer)
     learner = CPQ(obs_dim, act_dim, SIZES, small_config(), COST_LIMIT, EPISODE_LEN, CPU)
     for name, value in learner.update(buffer.sample(16)).items():
         assert isinstance(value, torch.Tensor) and value.dim() == 0, name

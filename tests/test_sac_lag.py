@@ -15,6 +15,7 @@ from marvel.evaluate import evaluate
 from marvel.lagrange import DualAscent
 from marvel.nets import gaussian_kl
 from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
+from tests.conftest import random_batch
 
 CPU = torch.device("cpu")
 
@@ -22,18 +23,6 @@ CPU = torch.device("cpu")
 def small_config(**overrides) -> SACLagConfig:
     base = dict(hidden_sizes=[32, 32], cost_hidden_sizes=[32, 32, 32], alpha=0.2)
     return SACLagConfig(**{**base, **overrides})
-
-
-def random_batch(n: int = 16, obs_dim: int = 5, act_dim: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {
-        "obs": torch.randn(n, obs_dim, generator=g),
-        "act": torch.rand(n, act_dim, generator=g) * 2 - 1,
-        "reward": torch.randn(n, generator=g),
-        "cost": (torch.rand(n, generator=g) < 0.3).float(),
-        "next_obs": torch.randn(n, obs_dim, generator=g),
-        "done": (torch.rand(n, generator=g) < 0.2).float(),
-    }
 
 
 @pytest.mark.parametrize("actor_uses_target_critics", [False, True])

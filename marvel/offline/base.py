@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.nets import CriticEnsemble, SquashedGaussianActor
@@ -54,6 +55,75 @@ def build_networks(
     ).to(device)
     cost_critic = CriticEnsemble(obs_dim, act_dim, sizes.cost_hidden_sizes, 1).to(device)
     return actor, reward_critic, cost_critic
+
+
+class OfflineLearnerBase:
+    """The start every offline learner shares: its config, pi, Q_r and Q_c exactly as SAC-Lag
+    builds them (``build_networks``), and frozen deep copies of Q_r and Q_c as their Polyak
+    targets Qbar_r and Qbar_c. Each algorithm adds its own parts after these."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, sizes: NetworkSizes, cfg: Any, device: torch.device
+    ) -> None:
+        self.cfg, self.sizes, self.device = cfg, sizes, device
+        self.actor, self.reward_critic, self.cost_critic = build_networks(
+            obs_dim, act_dim, sizes, device
+        )
+        self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
+        self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
+
+
+def soft_clipped_target(
+    critic: torch.nn.Module,
+    next_obs_n: torch.Tensor,
+    next_act_n: torch.Tensor,
+    mix: float,
+    num_actions: int,
+) -> torch.Tensor:
+    """BEAR's and BCQ's soft-clipped double-Q target value, shape (B,):
+
+        max_k [m min_j Qbar_j(s', a'_k) + (1 - m) max_j Qbar_j(s', a'_k)]
+
+    over n = ``num_actions`` next actions a'_k per state, m = ``mix``. ``next_obs_n`` and
+    ``next_act_n`` are (B n, .), each state's n draws adjacent (``repeat_interleave``). With one
+    head (Q_c) the mix is Qbar itself.
+    """
+    q = critic(next_obs_n, next_act_n)  # (heads, B * n), each state's n draws adjacent
+    mixed = mix * q.min(0).values + (1.0 - mix) * q.max(0).values
+    return mixed.view(-1, num_actions).max(1).values
+
+
+class QcPIDLagrangian:
+    """OSRL's PID Lagrangian on Q_c (its ``LagrangianPIDController``), BEAR-L's and BCQ-L's
+    cost multiplier lambda. One ``step`` per call:
+
+        e_t = mean_batch Q_c(s, a~) - l
+        I_t = max(0, I_{t-1} + e_t)
+        lambda = max(0, K_p max(0, e_t) + K_i I_t + K_d max(0, e_t - e_{t-1}))
+
+    (e_0 = I_0 = 0, lambda_0 = 0). It differs from marvel.lagrange.PIDLagrangian (no smoothing,
+    the gain K_i outside the integral, a one-step derivative, an error on Q_c each gradient step
+    rather than on J_c each rollout), so it lives here. The gains and l are floats, the state
+    (``error``, ``integral``, ``lam``) 0-dim tensors on the device: a step never syncs with the
+    host.
+    """
+
+    def __init__(
+        self, kp: float, ki: float, kd: float, threshold: float, device: torch.device
+    ) -> None:
+        self.kp, self.ki, self.kd, self.threshold = kp, ki, kd, threshold
+        self.error = torch.zeros((), device=device)
+        self.integral = torch.zeros((), device=device)
+        self.lam = torch.zeros((), device=device)
+
+    def step(self, q_c: torch.Tensor) -> torch.Tensor:
+        """One step on a batch of Q_c(s, a~) values (detached); returns lambda."""
+        error = q_c.mean() - self.threshold
+        derivative = F.relu(error - self.error)
+        self.integral = F.relu(self.integral + error)
+        self.error = error
+        self.lam = F.relu(self.kp * F.relu(error) + self.ki * self.integral + self.kd * derivative)
+        return self.lam
 
 
 @dataclass

@@ -60,10 +60,12 @@ from marvel.data.buffer import Batch
 from marvel.nets import ConditionalVAE, gradient_step, polyak_update, squashed_gaussian_log_prob
 from marvel.offline.base import (
     NetworkSizes,
+    OfflineLearnerBase,
     Pretrained,
-    build_networks,
+    QcPIDLagrangian,
     pretrained_from,
     qc_threshold,
+    soft_clipped_target,
 )
 
 MAX_ACTION = 1.0  # marvel's action box is [-1, 1] (SquashedGaussianActor's range)
@@ -135,9 +137,11 @@ class Perturbation(nn.Module):
         return (act + self.perturbation(obs, act)).clamp(-self.max_action, self.max_action)
 
 
-class BCQL:
+class BCQL(OfflineLearnerBase):
     """pi_0 (distilled), Q_r (2 heads), Q_c (1 head), their targets, the behaviour VAE, the
     perturbation model and its target, and lambda."""
+
+    cfg: BCQLConfig
 
     def __init__(
         self,
@@ -149,12 +153,7 @@ class BCQL:
         episode_len: int,
         device: torch.device,
     ) -> None:
-        self.cfg, self.sizes, self.device = cfg, sizes, device
-        self.actor, self.reward_critic, self.cost_critic = build_networks(
-            obs_dim, act_dim, sizes, device
-        )
-        self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
-        self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
+        super().__init__(obs_dim, act_dim, sizes, cfg, device)  # pi_0, Q_r, Q_c, Qbar_r, Qbar_c
         self.perturbation = Perturbation(
             obs_dim, act_dim, cfg.perturbation_hidden_sizes, cfg.phi
         ).to(device)
@@ -165,10 +164,8 @@ class BCQL:
         ).to(device)
         # l in scaled cost units (OSRL: from the unscaled d).
         self.q_threshold = qc_threshold(cost_limit * cfg.cost_scale, episode_len, cfg.gamma)
-        # PID state: the last error, the integral and lambda itself (tensors: no host sync).
-        self.pid_error = torch.zeros((), device=device)
-        self.pid_integral = torch.zeros((), device=device)
-        self.lam = torch.zeros((), device=device)
+        # lambda: OSRL's PID on mean_batch Q_c(s, a~) - l (its state on the device: no host sync).
+        self.pid = QcPIDLagrangian(cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, self.q_threshold, device)
 
         distill_lr = cfg.actor_lr if cfg.distill_lr is None else cfg.distill_lr
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=distill_lr)
@@ -209,12 +206,15 @@ class BCQL:
         #                                  + (1 - m) max_j Qbar_r,j(s', a'_k)]
         #   y_c = c + gamma (1 - d) max_k Qbar_c(s', a'_k)   (one head: the mix is Qbar_c itself;
         #                                                     OSRL: no (1 - d))
+        m, n_t = cfg.target_mix, cfg.num_target_actions
         with torch.no_grad():
-            next_obs_n = next_obs.repeat_interleave(cfg.num_target_actions, 0)
+            next_obs_n = next_obs.repeat_interleave(n_t, 0)
             # one set of next actions for both critics (OSRL: one per critic)
             next_act_n = self.perturbation_target(next_obs_n, self.vae.decode(next_obs_n))
-            next_q_r = self._target_value(self.reward_critic_target, next_obs_n, next_act_n)
-            next_q_c = self._target_value(self.cost_critic_target, next_obs_n, next_act_n)
+            next_q_r, next_q_c = (
+                soft_clipped_target(critic, next_obs_n, next_act_n, m, n_t)
+                for critic in (self.reward_critic_target, self.cost_critic_target)
+            )
             y_r = cfg.reward_scale * batch["reward"] + discount * next_q_r
             y_c = cfg.cost_scale * batch["cost"] + discount * next_q_c
 
@@ -232,7 +232,7 @@ class BCQL:
         new_act = self.perturbation(obs, decoded)
         q_r_pi = self.reward_critic(obs, new_act).min(0).values  # OSRL; BCQ's paper: Q_r,1 only
         q_c_pi = self.cost_critic(obs, new_act)[0]
-        lam = self._pid_step(q_c_pi.detach())
+        lam = self.pid.step(q_c_pi.detach())  # once per update, as OSRL's BCQ-L steps it
 
         # L_xi = -E min_j Q_r,j(s, a~) + lambda E [Q_c(s, a~) - l]
         qc_penalty = (lam * (q_c_pi - self.q_threshold)).mean()
@@ -265,35 +265,6 @@ class BCQL:
             "offline/distill_log_prob": distill_log_prob.detach().mean(),
         }
 
-    def _target_value(
-        self, critic: torch.nn.Module, next_obs_n: torch.Tensor, next_act_n: torch.Tensor
-    ) -> torch.Tensor:
-        """max_k [m min_j Qbar_j(s', a'_k) + (1 - m) max_j Qbar_j(s', a'_k)], shape (B,)."""
-        q = critic(next_obs_n, next_act_n)  # (heads, B * n), each state's n draws adjacent
-        mixed = (
-            self.cfg.target_mix * q.min(0).values + (1.0 - self.cfg.target_mix) * q.max(0).values
-        )
-        return mixed.view(-1, self.cfg.num_target_actions).max(1).values
-
-    def _pid_step(self, q_c: torch.Tensor) -> torch.Tensor:
-        """OSRL's PID Lagrangian on Q_c (its ``LagrangianPIDController``; BEAR-L's too), one step:
-
-            e_t = mean_batch Q_c(s, a~) - l
-            I_t = max(0, I_{t-1} + e_t)
-            lambda = max(0, K_p max(0, e_t) + K_i I_t + K_d max(0, e_t - e_{t-1}))
-
-        (e_0 = I_0 = 0), once per update, as OSRL's BCQ-L steps it.
-        """
-        cfg = self.cfg
-        error = q_c.mean() - self.q_threshold
-        derivative = F.relu(error - self.pid_error)
-        self.pid_integral = F.relu(self.pid_integral + error)
-        self.pid_error = error
-        self.lam = F.relu(
-            cfg.pid_kp * F.relu(error) + cfg.pid_ki * self.pid_integral + cfg.pid_kd * derivative
-        )
-        return self.lam
-
     def to_pretrained(self) -> Pretrained:
         """pi_0 (distilled), BCQ-L's Q_r and Q_c (a strict load into SAC-Lag) and lambda."""
-        return pretrained_from(self, "bcql", float(self.lam))
+        return pretrained_from(self, "bcql", float(self.pid.lam))

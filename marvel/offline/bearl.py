@@ -40,10 +40,12 @@ from marvel.data.buffer import Batch
 from marvel.nets import ConditionalVAE, gradient_step, polyak_update
 from marvel.offline.base import (
     NetworkSizes,
+    OfflineLearnerBase,
     Pretrained,
-    build_networks,
+    QcPIDLagrangian,
     pretrained_from,
     qc_threshold,
+    soft_clipped_target,
 )
 
 KERNELS = ("gaussian", "laplacian")
@@ -113,8 +115,10 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str, sigma: float) -> torch.Te
     return (mean_kernel(x, x) + mean_kernel(y, y) - 2.0 * mean_kernel(x, y) + 1e-6).sqrt()
 
 
-class BEARL:
+class BEARL(OfflineLearnerBase):
     """pi, Q_r (2 heads), Q_c (1 head), their targets, the behaviour VAE, alpha_mmd and lambda."""
+
+    cfg: BEARLConfig
 
     def __init__(
         self,
@@ -128,22 +132,15 @@ class BEARL:
     ) -> None:
         if cfg.kernel not in KERNELS:
             raise ValueError(f"unknown MMD kernel {cfg.kernel!r}; valid: {', '.join(KERNELS)}")
-        self.cfg, self.sizes, self.device = cfg, sizes, device
-        self.actor, self.reward_critic, self.cost_critic = build_networks(
-            obs_dim, act_dim, sizes, device
-        )
+        super().__init__(obs_dim, act_dim, sizes, cfg, device)  # pi, Q_r, Q_c, Qbar_r, Qbar_c
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
-        self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
         latent_dim = cfg.vae_latent_dim or 2 * act_dim
         self.vae = ConditionalVAE(obs_dim, act_dim, cfg.vae_hidden_sizes, latent_dim).to(device)
         self.log_alpha_mmd = torch.tensor(cfg.log_alpha_mmd_init, device=device, requires_grad=True)
         # l in scaled cost units (OSRL: from the unscaled d).
         self.q_threshold = qc_threshold(cost_limit * cfg.cost_scale, episode_len, cfg.gamma)
-        # PID state: the last error, the integral and lambda itself (tensors: no host sync).
-        self.pid_error = torch.zeros((), device=device)
-        self.pid_integral = torch.zeros((), device=device)
-        self.lam = torch.zeros((), device=device)
+        # lambda: OSRL's PID on mean_batch Q_c(s, a~) - l (its state on the device: no host sync).
+        self.pid = QcPIDLagrangian(cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, self.q_threshold, device)
         self.num_updates = 0
 
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
@@ -180,11 +177,14 @@ class BEARL:
         #                                  + (1 - m) max_j Qbar_r,j(s', a'_k)]
         #   y_c = c + gamma (1 - d) max_k Qbar_c(s', a'_k)   (one head: the mix is Qbar_c itself;
         #                                                     OSRL: no (1 - d))
+        m, n_t = cfg.target_mix, cfg.num_target_actions
         with torch.no_grad():
-            next_obs_n = next_obs.repeat_interleave(cfg.num_target_actions, 0)
+            next_obs_n = next_obs.repeat_interleave(n_t, 0)
             next_act_n, _ = self.actor_target(next_obs_n)
-            next_q_r = self._target_value(self.reward_critic_target, next_obs_n, next_act_n)
-            next_q_c = self._target_value(self.cost_critic_target, next_obs_n, next_act_n)
+            next_q_r, next_q_c = (
+                soft_clipped_target(critic, next_obs_n, next_act_n, m, n_t)
+                for critic in (self.reward_critic_target, self.cost_critic_target)
+            )
             y_r = cfg.reward_scale * batch["reward"] + discount * next_q_r
             y_c = cfg.cost_scale * batch["cost"] + discount * next_q_c
 
@@ -211,7 +211,7 @@ class BEARL:
         new_act = torch.tanh(actor_u[:, 0])
         q_r_pi = self.reward_critic(obs, new_act).min(0).values
         q_c_pi = self.cost_critic(obs, new_act)[0]
-        lam = self._pid_step(q_c_pi.detach())
+        lam = self.pid.step(q_c_pi.detach())  # one PID step per update (OSRL: two)
 
         # L_pi = E [ -min_j Q_r,j(s, a~) + alpha_mmd (MMD(s) - eps) ] + lambda E [Q_c(s, a~) - l]
         # (no -Q_r term during the warm-up)
@@ -245,36 +245,6 @@ class BEARL:
             "offline/qc_penalty": qc_penalty.detach(),
         }
 
-    def _target_value(
-        self, critic: torch.nn.Module, next_obs_n: torch.Tensor, next_act_n: torch.Tensor
-    ) -> torch.Tensor:
-        """max_k [m min_j Qbar_j(s', a'_k) + (1 - m) max_j Qbar_j(s', a'_k)], shape (B,)."""
-        q = critic(next_obs_n, next_act_n)  # (heads, B * n), each state's n draws adjacent
-        mixed = (
-            self.cfg.target_mix * q.min(0).values + (1.0 - self.cfg.target_mix) * q.max(0).values
-        )
-        return mixed.view(-1, self.cfg.num_target_actions).max(1).values
-
-    def _pid_step(self, q_c: torch.Tensor) -> torch.Tensor:
-        """OSRL's PID Lagrangian on Q_c (its ``LagrangianPIDController``), one step:
-
-            e_t = mean_batch Q_c(s, a~) - l
-            I_t = max(0, I_{t-1} + e_t)
-            lambda = max(0, K_p max(0, e_t) + K_i I_t + K_d max(0, e_t - e_{t-1}))
-
-        (e_0 = I_0 = 0). It differs from marvel.lagrange.PIDLagrangian (no smoothing, the gain
-        K_i outside the integral, a one-step derivative), so it lives here.
-        """
-        cfg = self.cfg
-        error = q_c.mean() - self.q_threshold
-        derivative = F.relu(error - self.pid_error)
-        self.pid_integral = F.relu(self.pid_integral + error)
-        self.pid_error = error
-        self.lam = F.relu(
-            cfg.pid_kp * F.relu(error) + cfg.pid_ki * self.pid_integral + cfg.pid_kd * derivative
-        )
-        return self.lam
-
     def to_pretrained(self) -> Pretrained:
         """pi_0, Q_r, Q_c (marvel's architecture: a strict load into SAC-Lag) and lambda."""
-        return pretrained_from(self, "bearl", float(self.lam))
+        return pretrained_from(self, "bearl", float(self.pid.lam))

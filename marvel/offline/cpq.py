@@ -29,7 +29,6 @@ Where marvel differs from OSRL (each is marked "OSRL:" below):
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -39,8 +38,8 @@ from marvel.data.buffer import Batch
 from marvel.nets import ConditionalVAE, gradient_step, polyak_update
 from marvel.offline.base import (
     NetworkSizes,
+    OfflineLearnerBase,
     Pretrained,
-    build_networks,
     pretrained_from,
     qc_threshold,
 )
@@ -80,8 +79,10 @@ def _latent_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1.0 + 2.0 * std.log() - mean.pow(2) - std.pow(2)).mean(-1)
 
 
-class CPQ:
+class CPQ(OfflineLearnerBase):
     """pi, Q_r (min over heads), Q_c (1 head), their targets, the behaviour VAE and alpha."""
+
+    cfg: CPQConfig
 
     def __init__(
         self,
@@ -93,12 +94,7 @@ class CPQ:
         episode_len: int,
         device: torch.device,
     ) -> None:
-        self.cfg, self.sizes, self.device = cfg, sizes, device
-        self.actor, self.reward_critic, self.cost_critic = build_networks(
-            obs_dim, act_dim, sizes, device
-        )
-        self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
-        self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
+        super().__init__(obs_dim, act_dim, sizes, cfg, device)  # pi, Q_r, Q_c, Qbar_r, Qbar_c
         latent_dim = cfg.vae_latent_dim or 2 * act_dim
         self.vae = ConditionalVAE(obs_dim, act_dim, cfg.vae_hidden_sizes, latent_dim).to(device)
         self.log_alpha = torch.tensor(cfg.log_alpha_init, device=device)
