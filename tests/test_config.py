@@ -49,10 +49,15 @@ def test_every_option_composes_and_validates(group: str, option: str) -> None:
 def test_defaults_follow_method() -> None:
     cfg = compose_config("budget=paper")
     assert cfg.env.name == "BallCircle" and cfg.env.cost_limit == 20
-    assert cfg.experiment == "from_scratch" and cfg.offline.algo == "none"
+    # Marvel (METHOD.md section 6) is the default: CPQ start, VPA, aPID from lambda_0 = 0
+    assert cfg.experiment == "marvel" and cfg.offline.algo == "cpq" and cfg.vpa.enabled
+    assert cfg.pid.name == "adaptive" and cfg.pid.lambda_init == 0.0
+    assert cfg.offline.seed == cfg.seed and cfg.data.seed == 0
     assert cfg.finetune.gamma == 0.99 and cfg.finetune.tau == 0.005
     assert cfg.finetune.actor_lr == 5e-5 and cfg.finetune.critic_cost_lr == 5e-3
-    assert cfg.pid.lr == 1e-4 and cfg.pid.lambda_init == 0.0
+    scratch = compose_config("experiment=from_scratch")
+    assert scratch.offline.algo == "none" and not scratch.vpa.enabled
+    assert scratch.pid.name == "dual" and scratch.pid.lr == 1e-4
     assert cfg.budget.online_iterations == 100
     assert compose_config("env=DroneRun").finetune.hidden_sizes == [256, 256, 256]
 
