@@ -8,10 +8,11 @@ misspelt key or a wrong type in any YAML file or override fails at start with Hy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, OmegaConf
 
 from marvel.data.dsrl_files import DEFAULT_MIRRORS
 from marvel.lagrange import CONTROLLERS, ControllerConfig
@@ -24,6 +25,7 @@ from marvel.vpa import VPAConfig
 STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
 OFFLINE_ALGOS = ("none", "cpq", "bearl", "bcql")
 DATA_SOURCES = ("auto", "dsrl", "collect")
+SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 
 
 class ConfigError(ValueError):
@@ -48,6 +50,9 @@ class EnvConfig:
     cost_limit: float = 20.0  # episodic, undiscounted cost limit d
     hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # actor and Q_r
     cost_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])  # Q_c
+    # The hand-found good lambda_0 of the paper's Figure 2 (dual ascent), used by
+    # pid.lambda_init=figure2 (the init_lambda sweep); the paper gives BallCircle and CarRun.
+    figure2_lambda_init: float | None = None
     finetune: TaskFinetuneConfig = field(default_factory=TaskFinetuneConfig)
 
 
@@ -119,7 +124,7 @@ class LoggerConfig:
     mode: str = "offline"  # offline (default: no account needed) | online | disabled
     project: str = "marvel"
     entity: str | None = None
-    group: str | None = None  # default: the experiment name
+    group: str | None = None  # default: the sweep launch under -m, else the experiment name
     tags: list[str] = field(default_factory=list)
 
 
@@ -133,6 +138,7 @@ class BudgetConfig:
     collect_episodes: int = MISSING
     offline_steps: int = MISSING
     vpa_iterations: int = MISSING
+    seeds: int = 3  # seeds per configuration in the sweeps (sweeps/*.yaml: range(budget.seeds))
 
 
 @dataclass
@@ -156,11 +162,20 @@ class MarvelConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     stage: str = "all"  # collect | pretrain | finetune | evaluate | all
     checkpoint: str | None = None  # stage=evaluate: a run dir or a .pt file
-    torch_threads: int = 0  # 0: torch's default
+    # 0: automatic (torch's default for a single run; a fair share of the CPUs per job under
+    # a parallel launcher: marvel.launch.torch_threads_for_job)
+    torch_threads: int = 0
+    sweep: str | None = None  # set by +sweep=<name> (sweeps/<name>.yaml)
 
 
 def register_configs() -> None:
-    ConfigStore.instance().store(name="marvel_schema", node=MarvelConfig)
+    """The schema, and each ``sweeps/<name>.yaml`` as option ``<name>`` of the ``sweep`` group
+    (global package), so ``python run.py -m +sweep=<name>`` applies it as a primary override,
+    where a sweep's ``hydra.sweeper.params`` take effect."""
+    store = ConfigStore.instance()
+    store.store(name="marvel_schema", node=MarvelConfig)
+    for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -194,10 +209,16 @@ def validate(cfg: Any) -> None:
         "stage=pretrain needs an offline algorithm: offline=cpq, offline=bearl or offline=bcql",
     )
     _check(
-        cfg.pid.lambda_init == "offline"
+        cfg.pid.lambda_init in ("offline", "figure2")
         or (isinstance(cfg.pid.lambda_init, (int, float)) and cfg.pid.lambda_init >= 0),
         "pid.lambda_init",
-        f"must be a number >= 0 or 'offline', got {cfg.pid.lambda_init!r}",
+        f"must be a number >= 0, 'offline' or 'figure2', got {cfg.pid.lambda_init!r}",
+    )
+    _check(
+        cfg.pid.lambda_init != "figure2" or cfg.env.figure2_lambda_init is not None,
+        "pid.lambda_init",
+        f"'figure2' needs {cfg.env.name}'s hand-found lambda_0 (the paper gives BallCircle "
+        "0.65 and CarRun 0.5): set env.figure2_lambda_init=<value>",
     )
     _check(
         cfg.pid.lambda_init != "offline" or cfg.offline.algo != "none",

@@ -27,6 +27,7 @@ class EvalResult:
     cost_std: float
     episodes: int
     safe: bool
+    cost_limit: float  # the episodic limit d the cost is normalized against (plotted beside it)
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
         return {f"{prefix}/{k}": float(v) for k, v in asdict(self).items()}
@@ -63,4 +64,5 @@ def evaluate(
         cost_std=float(np.std(costs)),
         episodes=num_episodes,
         safe=normalized_cost <= 1.0,
+        cost_limit=float(task.cost_limit),
     )

@@ -1,4 +1,5 @@
-"""Atomic file writes and content hashes: a file that matters is either whole or absent."""
+"""Atomic file writes, content hashes and cross-process locks: a file that matters is either
+whole or absent, and computed once however many jobs need it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -50,3 +54,26 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextmanager
+def locked(path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (through ``<path>.lock``) across processes.
+
+    Jobs of a parallel sweep that need the same cache entry take this lock, check whether the
+    entry exists and compute it only if not: the first computes, the others wait (``on_wait``
+    is called once when they have to) and then reuse it. The OS releases the lock of a killed
+    process, so a crash never leaves the cache locked.
+    """
+    lock = FileLock(f"{os.fspath(path)}.lock")
+    Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

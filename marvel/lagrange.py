@@ -244,9 +244,10 @@ class ControllerConfig:
     """The ``pid`` config group (conf/pid/*.yaml); each controller reads its own fields."""
 
     name: str = "dual"  # dual | pid | adaptive
-    # lambda_0: a number, or "offline" for the offline algorithm's multiplier (resolved by the
-    # pipeline before the controller is built); the offline multiplier is never carried over
-    # unless asked (METHOD.md section 2: its scale differs from the one online learning needs).
+    # lambda_0: a number; "offline" for the offline algorithm's multiplier; "figure2" for the
+    # task's hand-found lambda_0 of the paper's Figure 2 (both resolved by the pipeline before
+    # the controller is built). The offline multiplier is never carried over unless asked
+    # (METHOD.md section 2: its scale differs from the one online learning needs).
     lambda_init: Any = 0.0
     lambda_max: float | None = None
     # dual ascent

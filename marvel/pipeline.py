@@ -36,8 +36,9 @@ from marvel.data.dsrl_files import (
 )
 from marvel.envs import TaskSpec, make_env, space_dims, task_spec
 from marvel.evaluate import EvalResult, evaluate
-from marvel.fsutil import sha256_file
+from marvel.fsutil import locked, sha256_file
 from marvel.lagrange import make_controller
+from marvel.launch import SweepInfo
 from marvel.logging import RunLogger, run_metadata
 from marvel.offline.base import NetworkSizes, Pretrained, train_offline
 from marvel.offline.bcql import BCQL
@@ -89,27 +90,29 @@ def needs_dataset(cfg: DictConfig) -> bool:
 
 
 def collected_dataset(ctx: RunContext) -> DatasetIdentity:
-    """The cached collected dataset for this (task, recipe, size, seed), collecting on a miss."""
+    """The cached collected dataset for this (task, recipe, size, seed), collecting on a miss.
+    Parallel jobs needing the same dataset collect it once: the others wait on its lock."""
     cfg = ctx.cfg
     collect_cfg = OmegaConf.to_object(cfg.data.collect)
     episodes = cfg.budget.collect_episodes
     key = content_key(ctx.task, collect_cfg, episodes, cfg.data.seed)
     path = Path(cfg.paths.cache_dir).expanduser() / "datasets" / f"{ctx.task.name}-{key}.hdf5"
-    if path.is_file():
-        digest = sha256_file(path)
-        recorded = json.loads(path.with_suffix(".json").read_text())["identity"]["sha256"]
-        if digest != recorded:
-            raise DatasetError(
-                f"{path} changed since it was collected (SHA-256 differs from its .json); "
-                "delete it to collect it again"
-            )
-        log(f"reusing collected dataset {path}")
-        return DatasetIdentity(path=str(path), sha256=digest, source="collect")
-    log(f"collecting {episodes} episodes of {ctx.task.name} into {path}")
-    seed_everything(cfg.data.seed, "collect")
-    start = time.perf_counter()
-    identity = collect_dataset(ctx.task, collect_cfg, episodes, cfg.data.seed, ctx.device, path)
-    ctx.timings["collect_s"] = time.perf_counter() - start
+    with locked(path, on_wait=lambda: log(f"waiting for another job to collect {path}")):
+        if path.is_file():
+            digest = sha256_file(path)
+            recorded = json.loads(path.with_suffix(".json").read_text())["identity"]["sha256"]
+            if digest != recorded:
+                raise DatasetError(
+                    f"{path} changed since it was collected (SHA-256 differs from its .json); "
+                    "delete it to collect it again"
+                )
+            log(f"reusing collected dataset {path}")
+            return DatasetIdentity(path=str(path), sha256=digest, source="collect")
+        log(f"collecting {episodes} episodes of {ctx.task.name} into {path}")
+        seed_everything(cfg.data.seed, "collect")
+        start = time.perf_counter()
+        identity = collect_dataset(ctx.task, collect_cfg, episodes, cfg.data.seed, ctx.device, path)
+        ctx.timings["collect_s"] = time.perf_counter() - start
     return identity
 
 
@@ -197,44 +200,45 @@ def pretrained_start(
     }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cfg.paths.cache_dir).expanduser() / "pretrained" / f"{task.name}-{algo}-{key}.pt"
-    cached = path.is_file()
-    if cached:
-        log(f"reusing pretrained {algo} model {path}")
-        state = load_checkpoint(path)
-        pretrained = Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
-    else:
-        log(f"pretraining {algo} for {cfg.offline.steps} steps on {identity.path}")
-        seed_everything(cfg.offline.seed, "pretrain")
-        start = time.perf_counter()
-        learner = OFFLINE_ALGORITHMS[algo](
-            obs_dim, act_dim, sizes, algo_cfg, task.cost_limit, task.max_episode_steps, device
-        )
-        buffer = ReplayBuffer.from_dataset(data, device, seed=cfg.offline.seed)
-        with tqdm(total=cfg.offline.steps, desc=f"pretrain {algo}", unit="step") as bar:
-
-            def log_and_advance(metrics: dict[str, float], step: int) -> None:
-                ctx.logger.log(offline_namespace(metrics), step, step_metric="offline/step")
-                bar.update(step - bar.n)
-
-            pretrained = train_offline(
-                learner,
-                buffer,
-                cfg.offline.steps,
-                algo_cfg.batch_size,
-                log=log_and_advance,
-                log_every=min(cfg.offline.log_every, cfg.offline.steps),
+    with locked(path, on_wait=lambda: log(f"waiting for another job to pretrain {path}")):
+        cached = path.is_file()
+        if cached:
+            log(f"reusing pretrained {algo} model {path}")
+            state = load_checkpoint(path)
+            pretrained = Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
+        else:
+            log(f"pretraining {algo} for {cfg.offline.steps} steps on {identity.path}")
+            seed_everything(cfg.offline.seed, "pretrain")
+            start = time.perf_counter()
+            learner = OFFLINE_ALGORITHMS[algo](
+                obs_dim, act_dim, sizes, algo_cfg, task.cost_limit, task.max_episode_steps, device
             )
-        ctx.timings["pretrain_s"] = time.perf_counter() - start
-        save_checkpoint(
-            path,
-            {
-                "kind": "pretrained",
-                "task": task.name,
-                "dims": [obs_dim, act_dim],
-                "spec": spec,
-                "pretrained": pretrained.state_dict(),
-            },
-        )
+            buffer = ReplayBuffer.from_dataset(data, device, seed=cfg.offline.seed)
+            with tqdm(total=cfg.offline.steps, desc=f"pretrain {algo}", unit="step") as bar:
+
+                def log_and_advance(metrics: dict[str, float], step: int) -> None:
+                    ctx.logger.log(offline_namespace(metrics), step, step_metric="offline/step")
+                    bar.update(step - bar.n)
+
+                pretrained = train_offline(
+                    learner,
+                    buffer,
+                    cfg.offline.steps,
+                    algo_cfg.batch_size,
+                    log=log_and_advance,
+                    log_every=min(cfg.offline.log_every, cfg.offline.steps),
+                )
+            ctx.timings["pretrain_s"] = time.perf_counter() - start
+            save_checkpoint(
+                path,
+                {
+                    "kind": "pretrained",
+                    "task": task.name,
+                    "dims": [obs_dim, act_dim],
+                    "spec": spec,
+                    "pretrained": pretrained.state_dict(),
+                },
+            )
     info = {
         "path": str(path),
         "cached": cached,
@@ -316,6 +320,8 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
             controller_cfg.lambda_init = pretrained.lagrange_multiplier
     if cfg.vpa.enabled:
         summary["vpa"] = run_vpa(ctx, agent, data, eval_env)
+    if controller_cfg.lambda_init == "figure2":
+        controller_cfg.lambda_init = cfg.env.figure2_lambda_init
     controller = make_controller(controller_cfg, task.cost_limit)
     seed_everything(cfg.seed, "finetune")
     iterations = cfg.budget.online_iterations
@@ -407,7 +413,11 @@ STAGES = {
 # ----------------------------------------------------------------------------- run
 
 
-def make_logger(cfg: DictConfig, task: TaskSpec, run_dir: Path) -> RunLogger:
+def make_logger(
+    cfg: DictConfig, task: TaskSpec, run_dir: Path, sweep: SweepInfo | None
+) -> RunLogger:
+    """The run's logger. W&B: grouped by sweep launch (else by experiment), ``job_type`` =
+    experiment, tagged with what an ablation compares, so the W&B UI groups them in a click."""
     container = OmegaConf.to_container(cfg, resolve=True)
     tags = [
         task.name,
@@ -416,8 +426,10 @@ def make_logger(cfg: DictConfig, task: TaskSpec, run_dir: Path) -> RunLogger:
         f"pid:{cfg.pid.name}",
         f"seed:{cfg.seed}",
         f"budget:{cfg.budget.name}",
+        *([f"sweep:{cfg.sweep}"] if cfg.sweep else []),
         *cfg.logger.tags,
     ]
+    default_group = sweep.group if sweep is not None else cfg.experiment
     return RunLogger(
         run_dir,
         {**container, "metadata": run_metadata()},
@@ -425,15 +437,16 @@ def make_logger(cfg: DictConfig, task: TaskSpec, run_dir: Path) -> RunLogger:
         mode=cfg.logger.mode,
         project=cfg.logger.project,
         entity=cfg.logger.entity,
-        group=cfg.logger.group or cfg.experiment,
+        group=cfg.logger.group or default_group,
         name=f"{task.name}__{cfg.experiment}__s{cfg.seed}",
         tags=tags,
         job_type=cfg.experiment,
     )
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run ``cfg.stage`` in ``run_dir``; writes metrics.jsonl, summary.json, checkpoints/."""
+def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[str, Any]:
+    """Run ``cfg.stage`` in ``run_dir`` (a job of ``sweep``, if given); writes metrics.jsonl,
+    summary.json, checkpoints/."""
     validate(cfg)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -446,7 +459,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log(f"{cfg.experiment} | stage={cfg.stage} | {task.name} | seed {cfg.seed} | {device}")
     log(f"run dir: {run_dir}")
     start = time.perf_counter()
-    with make_logger(cfg, task, run_dir) as logger:
+    with make_logger(cfg, task, run_dir, sweep) as logger:
         ctx = RunContext(cfg, run_dir, device, task, logger)
         summary = STAGES[cfg.stage](ctx)
         ctx.timings["total_s"] = time.perf_counter() - start
@@ -456,6 +469,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "stage": cfg.stage,
             "seed": cfg.seed,
             "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "sweep": None if sweep is None else {"name": sweep.name, "dir": str(sweep.dir)},
             "task": asdict(task),
             "budget": OmegaConf.to_container(cfg.budget, resolve=True),
             "dataset": None,

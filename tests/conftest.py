@@ -52,6 +52,17 @@ def run_cli(
     return proc
 
 
+@pytest.fixture(scope="session")
+def ablation_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Issue 4's contract command: the smoke ablation sweep (6 presets x 2 seeds, basic
+    launcher); its run dirs also feed the analysis and dashboard tests."""
+    sweep_dir = tmp_path_factory.mktemp("ablation")
+    run_cli(
+        "-m", "+sweep=ablation", "env=BallCircle", "budget=smoke", f"hydra.sweep.dir={sweep_dir}"
+    )
+    return sweep_dir
+
+
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from marvel.data.hdf5_io import DSRL_KEYS
 from marvel.envs import check_task, make_env, real_std_streams
 from marvel.errors import MarvelError
-from marvel.fsutil import atomic_write, atomic_write_json, sha256_file
+from marvel.fsutil import atomic_write, atomic_write_json, locked, sha256_file
 
 with real_std_streams():  # dsrl imports bullet-safety-gym, which needs the real std streams
     import dsrl.offline_bullet_safety_gym  # noqa: F401  (registers the Offline*-v0 envs)
@@ -121,31 +121,32 @@ def fetch_dsrl_dataset(
     name = dsrl_file_name(task)
     directory = dsrl_dataset_dir()
     path = directory / name
-    if path.is_file():
-        digest = sha256_file(path)
-        sidecar = _sidecar(path)
-        if sidecar.is_file() and json.loads(sidecar.read_text())["sha256"] != digest:
-            raise DatasetError(
-                f"{path} changed since download (its SHA-256 differs from {sidecar.name}); "
-                f"delete it to re-download it, {COLLECT_HINT}"
-            )
-        return DatasetIdentity(path=str(path), sha256=digest, source="dsrl:local")
+    with locked(path):  # parallel jobs download the file once
+        if path.is_file():
+            digest = sha256_file(path)
+            sidecar = _sidecar(path)
+            if sidecar.is_file() and json.loads(sidecar.read_text())["sha256"] != digest:
+                raise DatasetError(
+                    f"{path} changed since download (its SHA-256 differs from {sidecar.name}); "
+                    f"delete it to re-download it, {COLLECT_HINT}"
+                )
+            return DatasetIdentity(path=str(path), sha256=digest, source="dsrl:local")
 
-    failures = []
-    for mirror in mirrors:
-        url = mirror.format(file=name)
-        try:
-            digest = _download(url, path, timeout_s)
-        except (OSError, ValueError, http.client.HTTPException, DatasetError) as err:
-            failures.append(f"{url}: {_reason(err)}")
-            continue
-        atomic_write_json(_sidecar(path), {"sha256": digest, "source": url})
-        return DatasetIdentity(path=str(path), sha256=digest, source=f"dsrl:{url}")
-    raise DatasetUnavailableError(
-        f"DSRL dataset {name} for {task} is not in {directory} and no mirror served it "
-        f"({'; '.join(failures) or 'no mirrors given'}); put the file in {directory} "
-        f"(set DSRL_DATASET_DIR to use another directory), {COLLECT_HINT}"
-    )
+        failures = []
+        for mirror in mirrors:
+            url = mirror.format(file=name)
+            try:
+                digest = _download(url, path, timeout_s)
+            except (OSError, ValueError, http.client.HTTPException, DatasetError) as err:
+                failures.append(f"{url}: {_reason(err)}")
+                continue
+            atomic_write_json(_sidecar(path), {"sha256": digest, "source": url})
+            return DatasetIdentity(path=str(path), sha256=digest, source=f"dsrl:{url}")
+        raise DatasetUnavailableError(
+            f"DSRL dataset {name} for {task} is not in {directory} and no mirror served it "
+            f"({'; '.join(failures) or 'no mirrors given'}); put the file in {directory} "
+            f"(set DSRL_DATASET_DIR to use another directory), {COLLECT_HINT}"
+        )
 
 
 @functools.cache

@@ -1,0 +1,752 @@
+"""Figures and tables for a paper from many marvel runs, local or on W&B.
+
+``python -m marvel.analysis <multirun dir> [more dirs] --out A`` reads every finetuning run
+(``summary.json`` with stage ``all`` or ``finetune``, found recursively) with its
+``metrics.jsonl`` and resolved ``.hydra/config.yaml``;
+``python -m marvel.analysis --wandb ENTITY/PROJECT --group G --out A`` reads the same data
+through the W&B public API. Runs are grouped by (env, method); the method is the ``experiment``
+plus ``key=value`` for each config leaf that varies among that experiment's runs on the env
+(seeds, logging and paths aside). Standard deviations are numpy's (ddof=0). Written to ``A``:
+
+- ``curves_<env>.png``: normalized reward and cost against policy-gradient updates
+  (``online/update``), mean +- std over seeds, at the updates every seed evaluated; the cost
+  panel has the cost limit (normalized cost 1). ``curves_<env>.csv``: env, method, update,
+  n_seeds, reward_mean, reward_std, cost_mean, cost_std.
+- ``results.csv``: one row per run: env, method, experiment, seed, normalized_reward,
+  normalized_cost, reward, cost, safe, cumulative_cost, updates, run_dir (final evaluation).
+- ``table.md``, ``table.tex``: final normalized reward and cost per method and env (mean +- std),
+  unsafe entries (mean normalized cost > 1) marked with a dagger (Markdown) or gray (LaTeX), the
+  best safe entry per env in bold; then the cumulative online cost. ``table.json``: the same
+  numbers, env -> method -> {reward_mean, reward_std, cost_mean, cost_std,
+  cumulative_cost_mean, cumulative_cost_std, n_seeds, safe, best}.
+- ``iqm.csv``, ``iqm.png``: interquartile mean of the final normalized reward and cost over
+  (seeds x envs) with rliable's stratified-bootstrap 95% confidence intervals, for the methods
+  run on every env: metric, method, iqm, ci_low, ci_high, n_seeds, n_envs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from marvel.errors import MarvelError
+
+PROG = "marvel.analysis"
+FINETUNE_STAGES = ("all", "finetune")
+FINAL_KEYS = {  # final value -> its summary.json section
+    "normalized_reward": "eval",
+    "normalized_cost": "eval",
+    "reward": "eval",
+    "cost": "eval",
+    "safe": "eval",
+    "cumulative_cost": "online",
+    "updates": "online",
+}
+CURVE_KEYS = ("online/update", "eval/normalized_reward", "eval/normalized_cost")
+# config keys that never name a method: bookkeeping, paths, and whatever a seed determines
+IGNORED_KEYS = (
+    "logger",
+    "paths",
+    "hydra",
+    "metadata",
+    "dataset",
+    "pretrained",
+    "checkpoint",
+    "device",
+    "torch_threads",
+    "sweep",
+)
+IQM_METRICS = ("normalized_reward", "normalized_cost")
+
+
+class AnalysisError(MarvelError):
+    """Nothing to analyse (no runs, a missing directory): the message says where."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finetuning run, whichever source it came from."""
+
+    env: str
+    experiment: str
+    seed: int
+    config: dict[str, Any]  # flattened: {"pid.name": "adaptive", ...}
+    final: dict[str, Any]  # FINAL_KEYS: the final evaluation and online counters
+    curve: dict[int, tuple[float, float]]  # update -> (normalized reward, normalized cost)
+    source: str  # run dir or W&B run
+    method: str = ""
+
+
+def warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys ({"pid": {"name": "dual"}} -> {"pid.name": "dual"})."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _format_value(value: Any) -> str:
+    """A config value as in a Hydra override: strings bare, the rest as JSON (true, null, [1])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _names_method(key: str) -> bool:
+    """False for seeds, bookkeeping (IGNORED_KEYS) and W&B's own ``_wandb`` entries."""
+    parts = key.split(".")
+    return not (parts[0] in IGNORED_KEYS or parts[0].startswith("_") or parts[-1] == "seed")
+
+
+def label_methods(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """The runs with ``method`` set: the experiment, then ``key=value`` (sorted by key) for every
+    config leaf that varies among the runs of the same (env, experiment), seed keys and
+    bookkeeping (IGNORED_KEYS) aside."""
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        groups[(run.env, run.experiment)].append(run)
+    varying: dict[tuple[str, str], list[str]] = {}
+    for group, members in groups.items():
+        keys = set().union(*(run.config for run in members))
+        varying[group] = sorted(
+            key
+            for key in keys
+            if _names_method(key)
+            and len({_format_value(run.config.get(key)) for run in members}) > 1
+        )
+    return [
+        replace(
+            run,
+            method=" ".join(
+                [
+                    run.experiment,
+                    *(
+                        f"{key}={_format_value(run.config.get(key))}"
+                        for key in varying[(run.env, run.experiment)]
+                    ),
+                ]
+            ),
+        )
+        for run in runs
+    ]
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _load_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``.hydra/config.yaml``, resolved when it can be, else as written; flattened."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    cfg = OmegaConf.load(path)
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        container = OmegaConf.to_container(cfg, resolve=False)
+    return flatten(container)
+
+
+def _read_curve(rows: Iterable[Mapping[str, Any]]) -> dict[int, tuple[float, float]]:
+    """update -> (normalized reward, normalized cost) of the evaluation rows (a resumed run's
+    repeated update keeps its last row)."""
+    return {
+        int(row["online/update"]): (
+            float(row["eval/normalized_reward"]),
+            float(row["eval/normalized_cost"]),
+        )
+        for row in rows
+        if all(row.get(key) is not None for key in CURVE_KEYS)
+    }
+
+
+def _is_finetune_run(summary: Mapping[str, Any], where: str) -> bool:
+    """A finetuning run that finished: other stages are skipped silently, failures warned."""
+    if summary.get("stage") not in FINETUNE_STAGES:
+        return False
+    if summary.get("status") != "ok":
+        warn(f"skipping {where}: status {summary.get('status')!r}")
+        return False
+    return True
+
+
+def load_run_dir(run_dir: Path) -> RunRecord:
+    """One local run from its summary.json, metrics.jsonl and .hydra/config.yaml."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    metrics_path = run_dir / "metrics.jsonl"
+    rows = (
+        [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        if metrics_path.is_file()
+        else []
+    )
+    return RunRecord(
+        env=summary["task"]["name"],
+        experiment=summary["experiment"],
+        seed=int(summary["seed"]),
+        config=_load_config(run_dir),
+        final={key: summary[section][key] for key, section in FINAL_KEYS.items()},
+        curve=_read_curve(rows),
+        source=str(run_dir),
+    )
+
+
+def load_local(dirs: Sequence[str | Path]) -> list[RunRecord]:
+    """Every finished finetuning run under ``dirs`` (searched recursively for summary.json)."""
+    runs = []
+    seen: set[Path] = set()
+    for top in map(Path, dirs):
+        if not top.is_dir():
+            raise AnalysisError(f"no such directory: {top}")
+        for path in sorted(top.rglob("summary.json")):
+            run_dir = path.parent.resolve()
+            if run_dir in seen:
+                continue
+            seen.add(run_dir)
+            try:
+                summary = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                warn(f"skipping {run_dir}: unreadable summary.json ({e})")
+                continue
+            if _is_finetune_run(summary, str(run_dir)):
+                runs.append(load_run_dir(path.parent))
+    return runs
+
+
+def runs_from_wandb(wandb_runs: Iterable[Any]) -> list[RunRecord]:
+    """Records from W&B run objects (``.config``, ``.summary``, ``.scan_history(keys=...)``,
+    ``.id``): marvel logs the resolved config as the W&B config and summary.json's scalars as
+    the W&B summary, with "/" separators."""
+    runs = []
+    for wandb_run in wandb_runs:
+        summary, where = wandb_run.summary, f"W&B run {wandb_run.id} ({wandb_run.name})"
+        if not _is_finetune_run(summary, where):
+            continue
+        config = flatten(wandb_run.config)
+        runs.append(
+            RunRecord(
+                env=summary.get("task/name") or config["env.name"],
+                experiment=summary.get("experiment") or config["experiment"],
+                seed=int(summary.get("seed", config.get("seed"))),
+                config=config,
+                final={key: summary.get(f"{section}/{key}") for key, section in FINAL_KEYS.items()},
+                curve=_read_curve(wandb_run.scan_history(keys=list(CURVE_KEYS))),
+                source=getattr(wandb_run, "url", None) or where,
+            )
+        )
+    return runs
+
+
+def load_wandb(path: str, group: str | None) -> list[RunRecord]:
+    """The finetuning runs of W&B project ``path`` (ENTITY/PROJECT), in ``group`` if given."""
+    import wandb
+
+    filters = {"group": group} if group else {}
+    return runs_from_wandb(wandb.Api().runs(path, filters=filters))
+
+
+# ----------------------------------------------------------------------------- aggregates
+
+
+def group_runs(runs: Iterable[RunRecord]) -> dict[str, dict[str, list[RunRecord]]]:
+    """env -> method -> its runs ordered by seed (envs and methods sorted)."""
+    groups: dict[str, dict[str, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+    for run in sorted(runs, key=lambda r: (r.env, r.method, r.seed, r.source)):
+        groups[run.env][run.method].append(run)
+    return {env: dict(methods) for env, methods in groups.items()}
+
+
+def _mean_std(values: Iterable[float]) -> tuple[float, float]:
+    array = np.asarray(list(values), dtype=float)
+    return float(array.mean()), float(array.std())
+
+
+def curve_stats(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Mean and std over ``runs`` of normalized reward and cost at each update that every run
+    evaluated."""
+    updates = sorted(set.intersection(*(set(run.curve) for run in runs)))
+    rows = []
+    for update in updates:
+        reward_mean, reward_std = _mean_std(run.curve[update][0] for run in runs)
+        cost_mean, cost_std = _mean_std(run.curve[update][1] for run in runs)
+        rows.append(
+            {
+                "update": update,
+                "n_seeds": len(runs),
+                "reward_mean": reward_mean,
+                "reward_std": reward_std,
+                "cost_mean": cost_mean,
+                "cost_std": cost_std,
+            }
+        )
+    return rows
+
+
+def mark_safe_and_best(
+    table: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``table`` (env -> method -> aggregates) with ``safe`` (mean normalized cost <= 1) and
+    ``best`` (the highest mean normalized reward among the env's safe entries) added."""
+    marked: dict[str, dict[str, dict[str, Any]]] = {}
+    for env, entries in table.items():
+        safe = {method: entry["cost_mean"] <= 1.0 for method, entry in entries.items()}
+        best = max(
+            (entry["reward_mean"] for method, entry in entries.items() if safe[method]),
+            default=None,
+        )
+        marked[env] = {
+            method: {
+                **entry,
+                "safe": safe[method],
+                "best": safe[method] and entry["reward_mean"] == best,
+            }
+            for method, entry in entries.items()
+        }
+    return marked
+
+
+def aggregate(
+    groups: Mapping[str, Mapping[str, Sequence[RunRecord]]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """env -> method -> mean and std over seeds of the final normalized reward and cost and
+    the cumulative online cost, the seed count, and the safe/best marks."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for env, methods in groups.items():
+        table[env] = {}
+        for method, runs in methods.items():
+            entry: dict[str, Any] = {}
+            for name, key in (
+                ("reward", "normalized_reward"),
+                ("cost", "normalized_cost"),
+                ("cumulative_cost", "cumulative_cost"),
+            ):
+                entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std(
+                    run.final[key] for run in runs
+                )
+            entry["n_seeds"] = len(runs)
+            table[env][method] = entry
+    return mark_safe_and_best(table)
+
+
+def iqm_estimates(
+    groups: Mapping[str, Mapping[str, Sequence[RunRecord]]], reps: int, seed: int
+) -> list[dict[str, Any]]:
+    """IQM over (seeds x envs) of the final normalized reward and cost, with rliable's
+    stratified-bootstrap 95% CIs (``reps`` resamples, RandomState(``seed``)), for the methods
+    run on every env; a method with unequal seed counts across envs uses its smallest count
+    (its first runs by seed)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    envs = list(groups)
+    all_methods = set().union(*(set(methods) for methods in groups.values()))
+    methods = sorted(set.intersection(*(set(methods) for methods in groups.values())))
+    if left_out := sorted(all_methods - set(methods)):
+        warn(f"IQM leaves out methods not run on every env: {'; '.join(left_out)}")
+    if not methods:
+        return []
+    scores: dict[str, dict[str, np.ndarray]] = {metric: {} for metric in IQM_METRICS}
+    n_seeds = {}
+    for method in methods:
+        counts = [len(groups[env][method]) for env in envs]
+        n = n_seeds[method] = min(counts)
+        if len(set(counts)) > 1:
+            warn(f"{method} has {n} to {max(counts)} seeds across envs; its IQM uses {n} per env")
+        for metric in IQM_METRICS:
+            scores[metric][method] = np.array(
+                [[groups[env][method][i].final[metric] for env in envs] for i in range(n)],
+                dtype=float,
+            )
+    rows = []
+    for metric in IQM_METRICS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # arch: RandomState is deprecated
+            point, interval = rly.get_interval_estimates(
+                scores[metric],
+                lambda x: np.array([metrics.aggregate_iqm(x)]),
+                reps=reps,
+                random_state=np.random.RandomState(seed),
+            )
+        rows += [
+            {
+                "metric": metric,
+                "method": method,
+                "iqm": float(point[method][0]),
+                "ci_low": float(interval[method][0, 0]),
+                "ci_high": float(interval[method][1, 0]),
+                "n_seeds": n_seeds[method],
+                "n_envs": len(envs),
+            }
+            for method in methods
+        ]
+    return rows
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _seeds_note(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    counts = {
+        (env, method): entry["n_seeds"]
+        for env, entries in table.items()
+        for method, entry in entries.items()
+    }
+    if len(set(counts.values())) == 1:
+        n = next(iter(counts.values()))
+        return f"{n} seed{'s' if n != 1 else ''} per entry"
+    return "seeds per entry: " + ", ".join(
+        f"{method} on {env}: {n}" for (env, method), n in counts.items()
+    )
+
+
+def _methods(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return sorted(set().union(*(set(entries) for entries in table.values())))
+
+
+def _pm(mean: float, std: float, sep: str) -> str:
+    return f"{mean:.2f}{sep}{std:.2f}"
+
+
+def markdown_tables(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """The final-score table (unsafe: dagger after the cost; best safe entry: bold) and the
+    cumulative-cost table, in Markdown."""
+    envs, methods = list(table), _methods(table)
+    lines = [
+        "## Final normalized reward and cost",
+        "",
+        "| method | " + " | ".join(f"{env} reward | {env} cost" for env in envs) + " |",
+        "|---|" + "---|---|" * len(envs),
+    ]
+    for method in methods:
+        cells = []
+        for env in envs:
+            entry = table[env].get(method)
+            if entry is None:
+                cells += ["–", "–"]
+                continue
+            reward = _pm(entry["reward_mean"], entry["reward_std"], " ± ")
+            cost = _pm(entry["cost_mean"], entry["cost_std"], " ± ")
+            if entry["best"]:
+                reward, cost = f"**{reward}**", f"**{cost}**"
+            cells += [reward, cost if entry["safe"] else f"{cost} †"]
+        lines.append(f"| {method.replace('|', '/')} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Mean ± std over seeds ({_seeds_note(table)}). Bold: the best safe entry per env "
+        "(highest normalized reward).",
+        "",
+        "† unsafe: normalized cost > 1",
+        "",
+        "## Cumulative online cost",
+        "",
+        "| method | " + " | ".join(envs) + " |",
+        "|---|" + "---|" * len(envs),
+    ]
+    for method in methods:
+        cells = [
+            _pm(
+                table[env][method]["cumulative_cost_mean"],
+                table[env][method]["cumulative_cost_std"],
+                " ± ",
+            )
+            if method in table[env]
+            else "–"
+            for env in envs
+        ]
+        lines.append(f"| {method.replace('|', '/')} | " + " | ".join(cells) + " |")
+    lines += ["", f"Mean ± std over seeds ({_seeds_note(table)})."]
+    return "\n".join(lines) + "\n"
+
+
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def _tex(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def _tex_table(
+    caption: str, envs: list[str], columns: list[str], rows: list[list[str]]
+) -> list[str]:
+    """A booktabs table: one column group per env, ``columns`` in each, then ``rows``."""
+    width = len(columns)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        r"\begin{tabular}{l" + (" " + "c" * width) * len(envs) + "}",
+        r"\toprule",
+    ]
+    if width > 1:
+        lines.append(
+            " & "
+            + " & ".join(rf"\multicolumn{{{width}}}{{c}}{{{_tex(env)}}}" for env in envs)
+            + r" \\"
+        )
+        lines.append(
+            " ".join(
+                rf"\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(envs))
+            )
+        )
+        lines.append("Method & " + " & ".join(columns * len(envs)) + r" \\")
+    else:
+        lines.append("Method & " + " & ".join(_tex(env) for env in envs) + r" \\")
+    lines += [r"\midrule", *(" & ".join(row) + r" \\" for row in rows)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return lines
+
+
+def latex_tables(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """The two tables of ``markdown_tables`` in LaTeX (booktabs; unsafe entries gray)."""
+    envs, methods = list(table), _methods(table)
+    note = _seeds_note(table)
+    final_rows, cumulative_rows = [], []
+    for method in methods:
+        final_row, cumulative_row = [_tex(method)], [_tex(method)]
+        for env in envs:
+            entry = table[env].get(method)
+            if entry is None:
+                final_row += ["--", "--"]
+                cumulative_row.append("--")
+                continue
+            cells = [
+                _pm(entry["reward_mean"], entry["reward_std"], r" $\pm$ "),
+                _pm(entry["cost_mean"], entry["cost_std"], r" $\pm$ "),
+            ]
+            if entry["best"]:
+                cells = [rf"\textbf{{{cell}}}" for cell in cells]
+            elif not entry["safe"]:
+                cells = [rf"\textcolor{{gray}}{{{cell}}}" for cell in cells]
+            final_row += cells
+            cumulative_row.append(
+                _pm(entry["cumulative_cost_mean"], entry["cumulative_cost_std"], r" $\pm$ ")
+            )
+        final_rows.append(final_row)
+        cumulative_rows.append(cumulative_row)
+    lines = [
+        "% marvel.analysis tables: the preamble needs \\usepackage{booktabs}, \\usepackage{xcolor}",
+        *_tex_table(
+            rf"Final normalized reward and cost, mean $\pm$ std over seeds ({note}). Gray: unsafe "
+            r"(normalized cost $> 1$). Bold: the best safe entry per task.",
+            envs,
+            ["reward", "cost"],
+            final_rows,
+        ),
+        "",
+        *_tex_table(
+            rf"Cumulative online cost, mean $\pm$ std over seeds ({note}).",
+            envs,
+            ["cost"],
+            cumulative_rows,
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def plot_curves(env: str, rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Normalized reward and cost against updates, mean +- std per method, cost limit dashed."""
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    ax_reward, ax_cost = fig.subplots(1, 2)
+    by_method: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_method[row["method"]].append(row)
+    for method, points in by_method.items():
+        x = [p["update"] for p in points]
+        for ax, name in ((ax_reward, "reward"), (ax_cost, "cost")):
+            mean = np.array([p[f"{name}_mean"] for p in points])
+            std = np.array([p[f"{name}_std"] for p in points])
+            (line,) = ax.plot(x, mean, label=method)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax_cost.axhline(1.0, color="gray", linestyle="--", label="cost limit")
+    for ax, name in ((ax_reward, "normalized reward"), (ax_cost, "normalized cost")):
+        ax.set_xlabel("policy-gradient updates")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    ax_reward.legend(fontsize="small")
+    ax_cost.legend(fontsize="small")
+    fig.suptitle(f"{env} (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
+def plot_iqm(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """One row per method: IQM (tick) and 95% CI (bar) of normalized reward and cost."""
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    fig = Figure(figsize=(10, 1.2 + 0.5 * len(methods)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, metric in zip(axes, IQM_METRICS, strict=True):
+        for i, row in enumerate(r for r in rows if r["metric"] == metric):
+            color = f"C{i}"
+            ax.plot([row["ci_low"], row["ci_high"]], [i, i], color=color, linewidth=8, alpha=0.5)
+            ax.plot([row["iqm"]], [i], color="black", marker="|", markersize=16)
+        ax.set_xlabel(f"IQM of final {metric.replace('_', ' ')} (95% CI)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[1].axvline(1.0, color="gray", linestyle="--", label="cost limit")
+    axes[1].legend(fontsize="small")
+    axes[0].set_yticks(range(len(methods)), methods)
+    axes[0].set_ylim(-0.5, len(methods) - 0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+CURVE_COLUMNS = (
+    "env",
+    "method",
+    "update",
+    "n_seeds",
+    "reward_mean",
+    "reward_std",
+    "cost_mean",
+    "cost_std",
+)
+RESULT_COLUMNS = ("env", "method", "experiment", "seed", *FINAL_KEYS, "run_dir")
+IQM_COLUMNS = ("metric", "method", "iqm", "ci_low", "ci_high", "n_seeds", "n_envs")
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def result_rows(runs: Iterable[RunRecord]) -> list[dict[str, Any]]:
+    """The rows of results.csv: one per run, by env, method and seed."""
+    return [
+        {
+            "env": run.env,
+            "method": run.method,
+            "experiment": run.experiment,
+            "seed": run.seed,
+            **run.final,
+            "run_dir": run.source,
+        }
+        for methods in group_runs(runs).values()
+        for method_runs in methods.values()
+        for run in method_runs
+    ]
+
+
+def write_outputs(
+    runs: Sequence[RunRecord], out: Path, reps: int, seed: int
+) -> tuple[list[Path], str]:
+    """Every output file for the labelled ``runs`` in ``out``; returns them and the Markdown
+    tables."""
+    out.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(runs)
+    written = []
+    for env, methods in groups.items():
+        rows = [
+            {"env": env, "method": method, **row}
+            for method, method_runs in methods.items()
+            for row in curve_stats(method_runs)
+        ]
+        written.append(write_csv(out / f"curves_{env}.csv", CURVE_COLUMNS, rows))
+        plot_curves(env, rows, out / f"curves_{env}.png")
+        written.append(out / f"curves_{env}.png")
+    written.append(write_csv(out / "results.csv", RESULT_COLUMNS, result_rows(runs)))
+    table = aggregate(groups)
+    markdown = markdown_tables(table)
+    for name, text in (
+        ("table.md", markdown),
+        ("table.tex", latex_tables(table)),
+        ("table.json", json.dumps(table, indent=2) + "\n"),
+    ):
+        (out / name).write_text(text)
+        written.append(out / name)
+    iqm_rows = iqm_estimates(groups, reps, seed)
+    if iqm_rows:
+        written.append(write_csv(out / "iqm.csv", IQM_COLUMNS, iqm_rows))
+        plot_iqm(iqm_rows, out / "iqm.png")
+        written.append(out / "iqm.png")
+    return written, markdown
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Curves, tables and IQM confidence intervals from marvel runs "
+        "(local Hydra multirun dirs, or a W&B project with --wandb).",
+    )
+    parser.add_argument("dirs", nargs="*", type=Path, help="run or multirun directories")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B")
+    parser.add_argument("--group", help="W&B run group (with --wandb)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed (0)")
+    args = parser.parse_args(argv)
+    if bool(args.dirs) == bool(args.wandb):
+        parser.error("give run directories or --wandb ENTITY/PROJECT (one of them)")
+    if args.group and not args.wandb:
+        parser.error("--group needs --wandb")
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.wandb:
+        where = f"W&B {args.wandb}" + (f" group {args.group}" if args.group else "")
+    else:
+        where = ", ".join(map(str, args.dirs))
+    try:
+        runs = load_wandb(args.wandb, args.group) if args.wandb else load_local(args.dirs)
+        if not runs:
+            raise AnalysisError(
+                f"no finetuning runs (summary.json with stage all/finetune) under {where}"
+            )
+    except AnalysisError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    written, markdown = write_outputs(label_methods(runs), args.out, args.reps, args.seed)
+    print(markdown)
+    print(f"{len(runs)} runs; wrote:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
