@@ -58,15 +58,18 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 @contextmanager
 def locked(path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (through ``<path>.lock``) across processes.
+    """Hold an exclusive lock on ``path`` across processes (through ``.locks/<name>.lock`` in
+    its directory, as huggingface_hub does: the lock files stay, out of sight).
 
     Jobs of a parallel sweep that need the same cache entry take this lock, check whether the
     entry exists and compute it only if not: the first computes, the others wait (``on_wait``
     is called once when they have to) and then reuse it. The OS releases the lock of a killed
     process, so a crash never leaves the cache locked.
     """
-    lock = FileLock(f"{os.fspath(path)}.lock")
-    Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    lock_file = path.parent / ".locks" / f"{path.name}.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file)
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -56,9 +56,14 @@ def run_cli(
 def ablation_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Issue 4's contract command: the smoke ablation sweep (6 presets x 2 seeds, basic
     launcher); its run dirs also feed the analysis and dashboard tests."""
-    sweep_dir = tmp_path_factory.mktemp("ablation")
+    sweep_dir, cache = tmp_path_factory.mktemp("ablation"), tmp_path_factory.mktemp("cache")
     run_cli(
-        "-m", "+sweep=ablation", "env=BallCircle", "budget=smoke", f"hydra.sweep.dir={sweep_dir}"
+        "-m",
+        "+sweep=ablation",
+        "env=BallCircle",
+        "budget=smoke",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.cache_dir={cache}",  # its own: other tests then see a cold cache
     )
     return sweep_dir
 

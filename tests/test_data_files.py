@@ -134,7 +134,7 @@ def test_no_mirror_gives_one_clear_message(tmp_path: Path, monkeypatch: pytest.M
     message = str(raised.value)
     for fragment in (dsrl_file_name(TASK), str(tmp_path), "127.0.0.1:9", "data=collect"):
         assert fragment in message
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".locks"]  # no file, not even a half one
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_download_verify_and_reuse(
     assert identity.source == f"dsrl:{server}/{name}"
     assert path.read_bytes() == good_file.read_bytes()
     assert identity.sha256 == sha256_file(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [name, name + ".sha256.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".locks", name, name + ".sha256.json"]
 
     again = fetch_dsrl_dataset(TASK, mirrors=(REFUSED,))
     assert again.source == "dsrl:local" and again.sha256 == identity.sha256
