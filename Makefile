@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-all lint bench
 
-# torch==2.13.0 first: a local CPU wheel here, and it satisfies the `torch>=2.3` range so pip adds
+# torch==2.13.0 first: a local CPU wheel here, and it satisfies the `torch>=2.4` range so pip adds
 # no CUDA build. dsrl==0.1.0 with --no-deps: its safety-gymnasium pin pulls pygame==2.1.0, which
 # does not build on Python 3.11, and marvel uses only dsrl's Bullet part.
 $(STAMP): pyproject.toml

@@ -52,6 +52,7 @@ from marvel.rollout import episode_seed, run_episode
 from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "benchmarks" / "records"
 SEED = 0
 BUFFER_SIZE = 100_000  # transitions in the replay buffer the updates sample from
 EPISODE_COST = 25.0  # J_c fed to the Lagrange controller during the update benchmark
@@ -84,6 +85,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--quick", action="store_true", help="small sizes, no main command")
     parser.add_argument("--env", default="BallCircle", choices=TASKS, help="task to run")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="figures to compare with (default: benchmarks/records/before_issue5_<full|quick>.json"
+        ", recorded before issue 5's speed-ups)",
+    )
     return parser.parse_args()
 
 
@@ -566,12 +573,62 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Figures where more is better (throughputs) or less is better (time, memory); the rest (ratios
+# to a reference measured in the same run, FLOP counts) are not compared across runs.
+HIGHER_IS_BETTER = ("_per_s",)
+LOWER_IS_BETTER = ("wall_s", "peak_rss_mb", "s_per_100k_transitions")
+REGRESSION = 0.9  # slower than 0.9x the recorded figure: flagged
+
+
+def compare_with_baseline(results: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Speed-up of each throughput, time and memory figure over ``baseline`` (> 1: better),
+    and the figures that regressed; empty when the baseline ran on another machine or mode."""
+    same = (
+        baseline["machine"]["cpu"] == results["machine"]["cpu"]
+        and baseline["machine"]["cores"] == results["machine"]["cores"]
+        and baseline["settings"] == results["settings"]
+    )
+    if not same:
+        return {"comparable": False}
+    now, before = flatten(results), flatten(baseline)
+    speedups = {}
+    for key, value in now.items():
+        old = before.get(key)
+        if not isinstance(value, float) or not isinstance(old, float) or old <= 0 or value <= 0:
+            continue
+        if key.endswith(HIGHER_IS_BETTER):
+            speedups[key] = value / old
+        elif key.endswith(LOWER_IS_BETTER):
+            speedups[key] = old / value
+    return {
+        "comparable": True,
+        "recorded": baseline["machine"]["date"],
+        "speedup": speedups,
+        "regressions": sorted(k for k, v in speedups.items() if v < REGRESSION),
+    }
+
+
 def print_table(results: dict[str, Any]) -> None:
-    flat = flatten(results)
+    flat = flatten({k: v for k, v in results.items() if k != "vs_baseline"})
+    speedups = results.get("vs_baseline", {}).get("speedup", {})
     width = max(map(len, flat))
     for name, value in flat.items():
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        if name in speedups:
+            flag = "  REGRESSION" if speedups[name] < REGRESSION else ""
+            text = f"{text:<12} {speedups[name]:.2f}x the recorded figure{flag}"
         print(f"{name:<{width}}  {text}")
+    comparison = results.get("vs_baseline")
+    if comparison is None:
+        print("no recorded figures to compare with")
+    elif not comparison["comparable"]:
+        print("recorded figures are from another machine or mode: not compared")
+    else:
+        regressions = comparison["regressions"]
+        print(
+            f"against the figures recorded {comparison['recorded']}: "
+            + (f"REGRESSION in {', '.join(regressions)}" if regressions else "no regression")
+        )
 
 
 def main() -> None:
@@ -609,6 +666,9 @@ def main() -> None:
         print(f"[bench] {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     env.close()
 
+    baseline = args.baseline or RECORDS / f"before_issue5_{'quick' if args.quick else 'full'}.json"
+    if baseline.is_file():
+        results["vs_baseline"] = compare_with_baseline(results, json.loads(baseline.read_text()))
     print_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -160,7 +160,7 @@ def stage_collect(ctx: RunContext) -> dict[str, Any]:
     return {"dataset": {**identity.to_dict(), "transitions": int(len(data["rewards"]))}}
 
 
-PRETRAINED_FORMAT = 2  # bump when a change makes cached pretrained models stale
+PRETRAINED_FORMAT = 3  # bump when a change makes cached pretrained models stale (3: fused Adam)
 
 
 def network_sizes(cfg: DictConfig) -> NetworkSizes:

@@ -21,6 +21,8 @@ from marvel.lagrange import LagrangeController
 from marvel.nets import (
     CriticEnsemble,
     SquashedGaussianActor,
+    adam,
+    frozen,
     gaussian_kl,
     gradient_step,
     polyak_update,
@@ -83,14 +85,12 @@ class SACLag:
         self.target_entropy = (
             -float(act_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
         )
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.reward_critic_optimizer = torch.optim.Adam(
+        self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.reward_critic_optimizer = adam(
             self.reward_critic.parameters(), lr=cfg.critic_reward_lr
         )
-        self.cost_critic_optimizer = torch.optim.Adam(
-            self.cost_critic.parameters(), lr=cfg.critic_cost_lr
-        )
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_cost_lr)
+        self.alpha_optimizer = adam([self.log_alpha], lr=cfg.alpha_lr)
         self.prior_actor: SquashedGaussianActor | None = None
         if cfg.kl_to_prior > 0:
             self.freeze_prior()
@@ -170,8 +170,9 @@ class SACLag:
             else (self.reward_critic, self.cost_critic)
         )
         new_act, log_prob = self.actor(obs)
-        q_r_pi = reward_critic(obs, new_act).min(0).values
-        q_c_pi = cost_critic(obs, new_act)[0]
+        with frozen(reward_critic, cost_critic):  # gradients reach the actor only
+            q_r_pi = reward_critic(obs, new_act).min(0).values
+            q_c_pi = cost_critic(obs, new_act)[0]
         loss_actor = (-q_r_pi + lam * q_c_pi + alpha * log_prob).mean()
         if self.prior_actor is not None:  # + beta E KL(pi(.|s) || pi_0(.|s)) (kl_to_prior)
             with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Networks: the squashed-Gaussian log-probability and the vectorized critic ensemble."""
+"""Networks: the squashed-Gaussian log-probability, the vectorized critic ensemble, the fused
+Adam and the frozen-critic policy loss."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 from torch.distributions import Normal, TransformedDistribution
 from torch.distributions.transforms import TanhTransform
 
-from marvel.nets import CriticEnsemble, SquashedGaussianActor
+from marvel.nets import CriticEnsemble, SquashedGaussianActor, adam, frozen
 
 
 def test_log_prob_matches_torch_distributions() -> None:
@@ -87,3 +88,42 @@ def test_conditional_vae_learns_the_behaviour() -> None:
     assert vae.decode(obs).shape == act.shape and vae.decode(obs).abs().max() <= 1.0
     # out-of-distribution actions score a higher negative ELBO than the behaviour's own
     assert vae.loss(obs, -act).mean() > 2 * vae.loss(obs, act).mean()
+
+
+def test_frozen_critics_give_the_same_actor_gradients_and_none_of_their_own() -> None:
+    torch.manual_seed(0)
+    actor, critic = SquashedGaussianActor(6, 2, [16, 16]), CriticEnsemble(6, 2, [16, 16], 2)
+    obs = torch.randn(32, 6)
+
+    def actor_loss() -> torch.Tensor:
+        torch.manual_seed(1)
+        act, log_prob = actor(obs)
+        return (-critic(obs, act).min(0).values + 0.1 * log_prob).mean()
+
+    actor_loss().backward()
+    expected = [p.grad.clone() for p in actor.parameters()]
+    actor.zero_grad(set_to_none=True)
+    critic.zero_grad(set_to_none=True)
+    with frozen(critic):
+        loss = actor_loss()
+    loss.backward()
+    for p, g in zip(actor.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
+    assert all(p.grad is None and p.requires_grad for p in critic.parameters())
+
+
+def test_fused_adam_matches_the_per_tensor_loop() -> None:
+    torch.manual_seed(0)
+    net = CriticEnsemble(6, 2, [16, 16], 2)
+    reference = CriticEnsemble(6, 2, [16, 16], 2)
+    reference.load_state_dict(net.state_dict())
+    fused = adam(net.parameters(), lr=1e-3)
+    loop = torch.optim.Adam(reference.parameters(), lr=1e-3, foreach=False)
+    for _ in range(20):
+        obs, act = torch.randn(64, 6), torch.randn(64, 2)
+        for model, optimizer in ((net, fused), (reference, loop)):
+            optimizer.zero_grad()
+            model(obs, act).pow(2).mean().backward()
+            optimizer.step()
+    for p, q in zip(net.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)

@@ -27,7 +27,7 @@ from marvel.lagrange import DualAscent
 from marvel.rollout import Episode
 from marvel.sac_lag import OnlineLearner, SACLag
 
-FORMAT_VERSION = 1  # bump when the recipe changes what a given config produces
+FORMAT_VERSION = 2  # bump when the recipe changes what a given config produces (2: fused Adam)
 
 
 def curriculum_cost_limit(cfg: CollectConfig, progress: float) -> float:

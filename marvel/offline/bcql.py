@@ -57,7 +57,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from marvel.data.buffer import Batch
-from marvel.nets import ConditionalVAE, gradient_step, polyak_update, squashed_gaussian_log_prob
+from marvel.nets import (
+    ConditionalVAE,
+    adam,
+    frozen,
+    gradient_step,
+    polyak_update,
+    squashed_gaussian_log_prob,
+)
 from marvel.offline.base import (
     NetworkSizes,
     OfflineLearnerBase,
@@ -168,17 +175,11 @@ class BCQL(OfflineLearnerBase):
         self.pid = QcPIDLagrangian(cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, self.q_threshold, device)
 
         distill_lr = cfg.actor_lr if cfg.distill_lr is None else cfg.distill_lr
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=distill_lr)
-        self.perturbation_optimizer = torch.optim.Adam(
-            self.perturbation.parameters(), lr=cfg.actor_lr
-        )
-        self.reward_critic_optimizer = torch.optim.Adam(
-            self.reward_critic.parameters(), lr=cfg.critic_lr
-        )
-        self.cost_critic_optimizer = torch.optim.Adam(
-            self.cost_critic.parameters(), lr=cfg.critic_lr
-        )
-        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=cfg.vae_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=distill_lr)
+        self.perturbation_optimizer = adam(self.perturbation.parameters(), lr=cfg.actor_lr)
+        self.reward_critic_optimizer = adam(self.reward_critic.parameters(), lr=cfg.critic_lr)
+        self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_lr)
+        self.vae_optimizer = adam(self.vae.parameters(), lr=cfg.vae_lr)
 
     @torch.no_grad()
     def bcq_act(self, obs: torch.Tensor) -> torch.Tensor:
@@ -230,8 +231,9 @@ class BCQL(OfflineLearnerBase):
         with torch.no_grad():
             decoded = self.vae.decode(obs)
         new_act = self.perturbation(obs, decoded)
-        q_r_pi = self.reward_critic(obs, new_act).min(0).values  # OSRL; BCQ's paper: Q_r,1 only
-        q_c_pi = self.cost_critic(obs, new_act)[0]
+        with frozen(self.reward_critic, self.cost_critic):  # gradients reach xi_phi only
+            q_r_pi = self.reward_critic(obs, new_act).min(0).values  # OSRL; BCQ: Q_r,1 only
+            q_c_pi = self.cost_critic(obs, new_act)[0]
         lam = self.pid.step(q_c_pi.detach())  # once per update, as OSRL's BCQ-L steps it
 
         # L_xi = -E min_j Q_r,j(s, a~) + lambda E [Q_c(s, a~) - l]

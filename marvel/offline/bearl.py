@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from marvel.data.buffer import Batch
-from marvel.nets import ConditionalVAE, gradient_step, polyak_update
+from marvel.nets import ConditionalVAE, adam, frozen, gradient_step, polyak_update
 from marvel.offline.base import (
     NetworkSizes,
     OfflineLearnerBase,
@@ -143,15 +143,11 @@ class BEARL(OfflineLearnerBase):
         self.pid = QcPIDLagrangian(cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, self.q_threshold, device)
         self.num_updates = 0
 
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.reward_critic_optimizer = torch.optim.Adam(
-            self.reward_critic.parameters(), lr=cfg.critic_lr
-        )
-        self.cost_critic_optimizer = torch.optim.Adam(
-            self.cost_critic.parameters(), lr=cfg.critic_lr
-        )
-        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=cfg.vae_lr)
-        self.alpha_mmd_optimizer = torch.optim.Adam([self.log_alpha_mmd], lr=cfg.mmd_alpha_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.reward_critic_optimizer = adam(self.reward_critic.parameters(), lr=cfg.critic_lr)
+        self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_lr)
+        self.vae_optimizer = adam(self.vae.parameters(), lr=cfg.vae_lr)
+        self.alpha_mmd_optimizer = adam([self.log_alpha_mmd], lr=cfg.mmd_alpha_lr)
 
     @property
     def alpha_mmd(self) -> torch.Tensor:
@@ -209,8 +205,9 @@ class BEARL(OfflineLearnerBase):
 
         # The critics score a~ = tanh(u_1), the first of pi's samples.
         new_act = torch.tanh(actor_u[:, 0])
-        q_r_pi = self.reward_critic(obs, new_act).min(0).values
-        q_c_pi = self.cost_critic(obs, new_act)[0]
+        with frozen(self.reward_critic, self.cost_critic):  # gradients reach the actor only
+            q_r_pi = self.reward_critic(obs, new_act).min(0).values
+            q_c_pi = self.cost_critic(obs, new_act)[0]
         lam = self.pid.step(q_c_pi.detach())  # one PID step per update (OSRL: two)
 
         # L_pi = E [ -min_j Q_r,j(s, a~) + alpha_mmd (MMD(s) - eps) ] + lambda E [Q_c(s, a~) - l]

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from marvel.data.buffer import Batch
-from marvel.nets import ConditionalVAE, gradient_step, polyak_update
+from marvel.nets import ConditionalVAE, adam, frozen, gradient_step, polyak_update
 from marvel.offline.base import (
     NetworkSizes,
     OfflineLearnerBase,
@@ -102,14 +102,10 @@ class CPQ(OfflineLearnerBase):
         self.q_threshold = qc_threshold(cost_limit * cfg.cost_scale, episode_len, cfg.gamma)
         self.ood_threshold = cfg.qc_scalar * self.q_threshold
 
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.reward_critic_optimizer = torch.optim.Adam(
-            self.reward_critic.parameters(), lr=cfg.critic_lr
-        )
-        self.cost_critic_optimizer = torch.optim.Adam(
-            self.cost_critic.parameters(), lr=cfg.critic_lr
-        )
-        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=cfg.vae_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.reward_critic_optimizer = adam(self.reward_critic.parameters(), lr=cfg.critic_lr)
+        self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_lr)
+        self.vae_optimizer = adam(self.vae.parameters(), lr=cfg.vae_lr)
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -177,8 +173,9 @@ class CPQ(OfflineLearnerBase):
         # L_pi = -E_s [1[Q_c(s, a~) <= l] min_j Q_r,j(s, a~)], a~ ~ pi(.|s) reparameterized:
         # maximize the reward value where the cost critic deems the action safe.
         new_act, log_prob = self.actor(obs)
-        q_c_pi = self.cost_critic(obs, new_act)[0]
-        q_r_pi = self.reward_critic(obs, new_act).min(0).values
+        with frozen(self.reward_critic, self.cost_critic):  # gradients reach the actor only
+            q_c_pi = self.cost_critic(obs, new_act)[0]
+            q_r_pi = self.reward_critic(obs, new_act).min(0).values
         loss_actor = -((q_c_pi <= self.q_threshold).float() * q_r_pi).mean()
         gradient_step(self.actor_optimizer, loss_actor)
 
