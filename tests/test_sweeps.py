@@ -95,7 +95,8 @@ def test_ablation_sweep_contract(ablation_sweep: Path) -> None:
 
 def test_parallel_jobs_pretrain_once(tmp_path: Path) -> None:
     """joblib runs two jobs at once that need the same dataset and pretrained model: one
-    computes each, the other waits on the lock and reuses it; each job runs 1 torch thread."""
+    computes each, the other waits on the lock and reuses it; each job runs 1 torch thread and
+    logs its own W&B run."""
     sweep_dir, cache = tmp_path / "sweep", tmp_path / "cache"
     run_cli(
         "-m",
@@ -104,7 +105,6 @@ def test_parallel_jobs_pretrain_once(tmp_path: Path) -> None:
         "seed=0",
         "env=BallCircle",
         "budget=smoke",
-        "logger=none",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         f"paths.cache_dir={cache}",
@@ -115,6 +115,9 @@ def test_parallel_jobs_pretrain_once(tmp_path: Path) -> None:
     assert len(list((cache / "pretrained").glob("*.pt"))) == 1
     assert len(list((cache / "datasets").glob("*.hdf5"))) == 1
     assert {s["torch_threads"] for s in summaries} == {max(1, available_cpus() // 2)}
+    # W&B offline inside loky workers (hydra #1320, wandb #1525): one closed run per job
+    for i in range(2):
+        assert len(list((sweep_dir / str(i) / "wandb").glob("offline-run-*/*.wandb"))) == 1
 
 
 def test_submitit_local_launcher(tmp_path: Path) -> None:
