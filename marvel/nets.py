@@ -196,12 +196,15 @@ class ConditionalVAE(nn.Module):
             z = torch.randn(obs.shape[0], self.latent_dim, device=obs.device).clamp(-0.5, 0.5)
         return self.max_action * torch.tanh(self.decoder(torch.cat([obs, z], -1)))
 
-    def loss(self, obs: torch.Tensor, act: torch.Tensor, kl_weight: float = 0.5) -> torch.Tensor:
-        """Per-sample negative ELBO: ||a - a_hat||^2 + kl_weight * KL(q(z|s,a) || N(0, I)).
+    @staticmethod
+    def latent_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """KL(N(mean, std^2) || N(0, I)) per sample, *averaged* over latent dims (OSRL's scale);
+        CPQ also uses it as its out-of-distribution score."""
+        return -0.5 * (1.0 + 2.0 * std.log() - mean.pow(2) - std.pow(2)).mean(-1)
 
-        Per sample (shape (B,)), so it doubles as an out-of-distribution score (CPQ).
-        """
+    def loss(self, obs: torch.Tensor, act: torch.Tensor, kl_weight: float) -> torch.Tensor:
+        """The behaviour model's loss as CPQ, BEAR-Lag and BCQ-Lag train it (OSRL's scale):
+        L_vae = mean ||a_hat - a||^2 + kl_weight mean KL(q(z|s,a) || N(0, I)), both means over
+        the batch and the action / latent dims."""
         recon, mean, std = self(obs, act)
-        recon_loss = ((recon - act) ** 2).sum(-1)
-        kl = -0.5 * (1 + torch.log(std.pow(2)) - mean.pow(2) - std.pow(2)).sum(-1)
-        return recon_loss + kl_weight * kl
+        return F.mse_loss(recon, act) + kl_weight * self.latent_kl(mean, std).mean()

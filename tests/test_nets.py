@@ -78,16 +78,16 @@ def test_conditional_vae_learns_the_behaviour() -> None:
     obs = torch.randn(256, 4)
     act = torch.tanh(obs[:, :2] * 1.5)  # a deterministic behaviour policy
     optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
-    first = vae.loss(obs, act).mean().item()
+    first = vae.loss(obs, act, 0.5).item()
     for _ in range(300):
-        loss = vae.loss(obs, act).mean()
+        loss = vae.loss(obs, act, 0.5)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.3 * first
     assert vae.decode(obs).shape == act.shape and vae.decode(obs).abs().max() <= 1.0
     # out-of-distribution actions score a higher negative ELBO than the behaviour's own
-    assert vae.loss(obs, -act).mean() > 2 * vae.loss(obs, act).mean()
+    assert vae.loss(obs, -act, 0.5) > 2 * vae.loss(obs, act, 0.5)
 
 
 def test_frozen_critics_give_the_same_actor_gradients_and_none_of_their_own() -> None:

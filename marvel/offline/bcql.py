@@ -193,11 +193,8 @@ class BCQL(OfflineLearnerBase):
         obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
         discount = cfg.gamma * (1.0 - batch["done"])
 
-        # VAE (behaviour model): L_vae = mean ||a_hat - a||^2 + beta mean KL(q(z|s,a) || N(0,I)),
-        # both means over the batch and the action / latent dims (OSRL's scale).
-        recon, mean, std = self.vae(obs, act)
-        kl = -0.5 * (1.0 + 2.0 * std.log() - mean.pow(2) - std.pow(2))
-        loss_vae = F.mse_loss(recon, act) + cfg.vae_kl_weight * kl.mean()
+        # VAE (behaviour model): L_vae = mean ||a_hat - a||^2 + beta mean KL(q(z|s,a) || N(0,I))
+        loss_vae = self.vae.loss(obs, act, cfg.vae_kl_weight)
         gradient_step(self.vae_optimizer, loss_vae)
 
         # Targets with n = num_target_actions next actions from the *target* perturbation model on

@@ -74,11 +74,6 @@ class CPQConfig:
     osrl_ood_penalty: bool = False
 
 
-def _latent_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, std^2) || N(0, I)) per sample, *averaged* over latent dims (OSRL's scale)."""
-    return -0.5 * (1.0 + 2.0 * std.log() - mean.pow(2) - std.pow(2)).mean(-1)
-
-
 class CPQ(OfflineLearnerBase):
     """pi, Q_r (min over heads), Q_c (1 head), their targets, the behaviour VAE and alpha."""
 
@@ -117,10 +112,8 @@ class CPQ(OfflineLearnerBase):
         obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
         discount = cfg.gamma * (1.0 - batch["done"])
 
-        # VAE (behaviour model): L_vae = mean ||a_hat - a||^2 + beta mean KL(q(z|s,a) || N(0,I)),
-        # both means over the batch and the action / latent dims (OSRL's scale).
-        recon, mean, std = self.vae(obs, act)
-        loss_vae = F.mse_loss(recon, act) + cfg.vae_kl_weight * _latent_kl(mean, std).mean()
+        # VAE (behaviour model): L_vae = mean ||a_hat - a||^2 + beta mean KL(q(z|s,a) || N(0,I))
+        loss_vae = self.vae.loss(obs, act, cfg.vae_kl_weight)
         gradient_step(self.vae_optimizer, loss_vae)
 
         # Targets, with one a' ~ pi(.|s') for both critics (no entropy term in CPQ):
@@ -150,7 +143,7 @@ class CPQ(OfflineLearnerBase):
             else:
                 ood_act, _ = self.actor(ood_obs)
             _, ood_mean, ood_std = self.vae(ood_obs, ood_act)
-            score = _latent_kl(ood_mean, ood_std)
+            score = ConditionalVAE.latent_kl(ood_mean, ood_std)
             ood = (score >= torch.quantile(score, cfg.ood_quantile)).float()
 
         # L_Qc = E_D (Q_c(s, a) - y_c)^2 - alpha (E_{s~D, a~nu} Q_c(s, a) - qc_scalar l):
