@@ -20,7 +20,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,8 +40,9 @@ from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.data.collect import collect_dataset
 from marvel.envs import TASKS, TaskSpec, make_env, space_dims, task_spec
-from marvel.evaluate import EVAL_SEED_OFFSET, evaluate
+from marvel.evaluate import EVAL_SEED_OFFSET, evaluate, make_eval_envs
 from marvel.lagrange import DualAscent
+from marvel.launch import available_cpus
 from marvel.nets import SquashedGaussianActor
 from marvel.offline.base import NetworkSizes
 from marvel.offline.bcql import BCQL, BCQLConfig
@@ -85,6 +85,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--quick", action="store_true", help="small sizes, no main command")
     parser.add_argument("--env", default="BallCircle", choices=TASKS, help="task to run")
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="also run `python run.py env=<env> budget=paper` end to end (hours on a CPU)",
+    )
     parser.add_argument(
         "--baseline",
         type=Path,
@@ -220,13 +225,40 @@ def bench_eval(
     device: torch.device,
     sizes: Sizes,
 ) -> dict[str, float]:
-    """Deterministic episodes: marvel's ``evaluate`` against the bare loop, same reset seeds."""
+    """Deterministic episodes: marvel's ``evaluate`` against the bare loop, same reset seeds;
+    in one in-process env (the default, ``eval_envs=1``), then in min(episodes, CPUs) worker
+    processes (``eval_envs > 1``, when there are 2 CPUs or more)."""
 
     def episodes() -> None:
         evaluate(actor, env, task, sizes.episodes, SEED, device)
 
     seed = SEED + EVAL_SEED_OFFSET
-    return bench_episodes(episodes, env, actor, device, sizes, seed, deterministic=True)
+    results = bench_episodes(episodes, env, actor, device, sizes, seed, deterministic=True)
+    workers = min(sizes.episodes, available_cpus())
+    if workers < 2:
+        return results
+
+    def bare() -> float:
+        start = env.steps
+        bare_episodes(env, actor, device, sizes.episodes, seed, deterministic=True)
+        return env.steps - start
+
+    steps = bare()  # the worker envs run exactly these episodes (tests/test_evaluate.py)
+    parallel_envs = make_eval_envs(task.name, workers)
+
+    def parallel() -> float:
+        evaluate(actor, parallel_envs, task, sizes.episodes, SEED, device)
+        return steps
+
+    parallel()  # warm-up (the workers are up already)
+    rate, _, ratio = compare(parallel, bare, sizes.repeats, device)
+    parallel_envs.close()
+    return {
+        **results,
+        "parallel_envs": workers,
+        "parallel_env_steps_per_s": rate,
+        "parallel_ratio_to_bare_env": ratio,
+    }
 
 
 # ----------------------------------------------------------------------------- update
@@ -519,26 +551,34 @@ def bench_collect(task: TaskSpec, device: torch.device, sizes: Sizes) -> dict[st
     }
 
 
-def bench_main_command(sizes: Sizes) -> dict[str, Any]:
-    """The README's main command, ``python run.py``, as a child process (W&B off)."""
-    if not sizes.main_command:
-        return {"wall_s": None, "peak_rss_mb": None}
-    with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "run.py", "logger=none", f"hydra.run.dir={tmp}/run"]
+def bench_command(overrides: list[str]) -> dict[str, Any]:
+    """``python run.py logger=none <overrides>`` as a child process with an empty cache: its
+    wall time, its own peak RSS (``wait4``) and the stage times of its ``summary.json``."""
+    with tempfile.TemporaryDirectory() as tmp, open(f"{tmp}/log", "w+") as log:
+        command = [sys.executable, "run.py", "logger=none", f"hydra.run.dir={tmp}/run", *overrides]
         start = time.perf_counter()
-        child = subprocess.run(
+        child = subprocess.Popen(
             command,
             cwd=ROOT,
             env={**os.environ, "MARVEL_CACHE": f"{tmp}/cache"},
-            capture_output=True,
-            text=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
+        _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - start
-    if child.returncode != 0:
-        raise RuntimeError(f"python run.py failed ({child.returncode}):\n{child.stderr[-3000:]}")
-    # ru_maxrss: KiB on Linux, the largest resident set of any waited-for child
-    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"wall_s": wall, "peak_rss_mb": peak_rss}
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(command)} failed:\n{log.read()[-3000:]}")
+        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+    # ru_maxrss: KiB on Linux
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "stages_s": summary["timings"]}
+
+
+def bench_main_command(sizes: Sizes) -> dict[str, Any]:
+    """The README's main command, ``python run.py`` (W&B off)."""
+    if not sizes.main_command:
+        return {"wall_s": None, "peak_rss_mb": None}
+    return bench_command([])
 
 
 # ----------------------------------------------------------------------------- report
@@ -659,6 +699,8 @@ def main() -> None:
         "collect": lambda: bench_collect(task, device, sizes),
         "main_command": lambda: bench_main_command(sizes),
     }
+    if args.paper:
+        sections["paper_command"] = lambda: bench_command([f"env={task.name}", "budget=paper"])
     for name, bench in sections.items():
         start = time.perf_counter()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

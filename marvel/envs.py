@@ -95,16 +95,26 @@ def task_spec(name: str, cost_limit: float = 20.0) -> TaskSpec:
     )
 
 
-class SeededReset(gym.Wrapper):
-    """Makes ``reset(seed=s)`` reproducible.
+class ReproducibleReset(gym.Wrapper):
+    """Makes ``reset(seed=s)`` reproducible: the episode depends on ``s`` alone.
 
     Bullet Safety Gym ignores the ``seed`` of ``reset`` and draws initial states (and some
-    in-episode noise) from NumPy's *global* RNG; this wrapper seeds that RNG from ``s``.
+    in-episode noise) from NumPy's *global* RNG; this wrapper seeds that RNG from ``s``. Its
+    reset restores a saved simulator state, but joint motor commands (Car and Drone wheels and
+    propellers, Ant torques) survive a restore, and reset steps the simulation once: the previous
+    episode's last action would leak into the next episode's first state. So before each reset
+    the saved state is restored and a zero action applied, the same in a fresh env and a used
+    one (tested for every task: an episode is the same after any history, which resumed runs
+    and parallel evaluation rely on).
     """
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             np.random.seed(seed % 2**32)
+        world = self.env.unwrapped
+        if world.stored_state_id >= 0:
+            world.bc.restoreState(world.stored_state_id)
+        world.agent.apply_action(np.zeros(world.action_space.shape))
         return self.env.reset(seed=seed, options=options)
 
 
@@ -112,7 +122,7 @@ def make_env(name: str, seed: int | None = None) -> gym.Env:
     """A Bullet Safety Gym env with DSRL's episode length; ``seed`` seeds its first reset."""
     spec = task_spec(name)
     with real_std_streams():
-        env = SeededReset(gym.make(spec.gym_id, max_episode_steps=spec.max_episode_steps))
+        env = ReproducibleReset(gym.make(spec.gym_id, max_episode_steps=spec.max_episode_steps))
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)

@@ -1,14 +1,22 @@
-"""Evaluation: the deterministic policy over N episodes, raw and DSRL-normalized (METHOD.md s.7)."""
+"""Evaluation: the deterministic policy over N episodes, raw and DSRL-normalized (METHOD.md s.7).
+
+Episodes run one after the other in one env (the default), or ``eval_envs`` at a time in worker
+processes through a gymnasium ``AsyncVectorEnv``. The scores are the same either way: every
+episode is reset with its own seed, resets are free of the previous episode
+(``marvel.envs.ReproducibleReset``), and each policy forward sees one observation.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from marvel.envs import TaskSpec
+from marvel.envs import TaskSpec, make_env, step_cost
 from marvel.nets import SquashedGaussianActor
 from marvel.rollout import episode_seed, run_episode
 
@@ -33,9 +41,33 @@ class EvalResult:
         return {f"{prefix}/{k}": float(v) for k, v in asdict(self).items()}
 
 
+def make_eval_envs(task_name: str, num_envs: int = 1) -> gym.Env | gym.vector.VectorEnv:
+    """What ``evaluate`` runs on: one env in this process for ``num_envs == 1``, else an
+    ``AsyncVectorEnv`` with one env per worker process. (Never several envs in one process:
+    Bullet Safety Gym draws from NumPy's global RNG, so they would perturb each other.)"""
+    if num_envs < 1:
+        raise ValueError(f"eval_envs must be >= 1, got {num_envs}")
+    if num_envs == 1:
+        return make_env(task_name)
+    return gym.vector.AsyncVectorEnv([partial(make_env, task_name)] * num_envs, context="spawn")
+
+
+def vector_step_costs(info: dict[str, Any], ended: np.ndarray) -> np.ndarray:
+    """Per-env step costs from a vector env's ``info``. An env whose episode just ended has been
+    reset already: its last step's info sits in ``final_info``. Bullet Safety Gym omits ``cost``
+    when it is zero, so the key may be missing or masked off (``_cost``)."""
+    costs = np.zeros(len(ended))
+    for i in range(len(ended)):
+        if ended[i]:
+            costs[i] = step_cost(info["final_info"][i])
+        elif info.get("_cost", np.zeros(len(ended), dtype=bool))[i]:
+            costs[i] = float(info["cost"][i])
+    return costs
+
+
 def evaluate(
     actor: SquashedGaussianActor,
-    env: gym.Env,
+    envs: gym.Env | gym.vector.VectorEnv,
     task: TaskSpec,
     num_episodes: int,
     seed: int,
@@ -43,16 +75,19 @@ def evaluate(
 ) -> EvalResult:
     """Run ``num_episodes`` episodes with a = tanh(mu(s)); normalize the mean returns.
 
-    Normalization is the mean of returns passed through DSRL's formula (linear, so it equals
-    the mean of per-episode normalized scores). Safe iff normalized cost <= 1.
+    Episode i is reset with ``episode_seed(seed + EVAL_SEED_OFFSET, i)``. Normalization is the
+    mean of returns passed through DSRL's formula (linear, so it equals the mean of per-episode
+    normalized scores). Safe iff normalized cost <= 1.
     """
-    rewards, costs = [], []
-    for i in range(num_episodes):
-        episode = run_episode(
-            env, actor, device, seed=episode_seed(seed + EVAL_SEED_OFFSET, i), deterministic=True
-        )
-        rewards.append(episode.reward)
-        costs.append(episode.cost)
+    seeds = [episode_seed(seed + EVAL_SEED_OFFSET, i) for i in range(num_episodes)]
+    if isinstance(envs, gym.vector.VectorEnv):
+        returns = parallel_returns(actor, envs, seeds, device)
+    else:
+        returns = []
+        for reset_seed in seeds:
+            episode = run_episode(envs, actor, device, seed=reset_seed, deterministic=True)
+            returns.append((episode.reward, episode.cost))
+    rewards, costs = (np.array(r) for r in zip(*returns, strict=True))
     reward, cost = float(np.mean(rewards)), float(np.mean(costs))
     normalized_reward, normalized_cost = task.normalize(reward, cost)
     return EvalResult(
@@ -66,3 +101,39 @@ def evaluate(
         safe=normalized_cost <= 1.0,
         cost_limit=float(task.cost_limit),
     )
+
+
+def parallel_returns(
+    actor: SquashedGaussianActor,
+    envs: gym.vector.VectorEnv,
+    seeds: list[int],
+    device: torch.device,
+) -> list[tuple[float, float]]:
+    """(reward, cost) of the episodes reset with ``seeds``, ``envs.num_envs`` at a time (the
+    surplus envs of the last wave rerun its first seeds, uncounted), summed as ``run_episode``
+    sums them, so the figures equal the sequential loop's to the last bit."""
+    n = envs.num_envs
+    returns = []
+    for first in range(0, len(seeds), n):
+        wave = seeds[first : first + n]
+        obs, _ = envs.reset(seed=(wave * n)[:n])
+        running, lengths = np.ones(n, dtype=bool), np.zeros(n, dtype=int)
+        step_rewards, step_costs = [], []
+        while running.any():
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+            # One row per forward: a batched matmul may round differently from a single row.
+            action = torch.cat([actor.act(row, deterministic=True) for row in obs_t.split(1)])
+            obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+            ended = terminated | truncated
+            step_rewards.append(reward)
+            step_costs.append(vector_step_costs(info, ended))
+            lengths += running
+            running &= ~ended
+        for i in range(len(wave)):
+            returns.append(
+                (
+                    float(np.sum([r[i] for r in step_rewards[: lengths[i]]])),
+                    float(np.sum([c[i] for c in step_costs[: lengths[i]]])),
+                )
+            )
+    return returns

@@ -35,7 +35,7 @@ from marvel.data.dsrl_files import (
     load_dsrl_dataset,
 )
 from marvel.envs import TaskSpec, make_env, space_dims, task_spec
-from marvel.evaluate import EvalResult, evaluate
+from marvel.evaluate import EvalResult, evaluate, make_eval_envs
 from marvel.fsutil import locked, sha256_file
 from marvel.lagrange import make_controller
 from marvel.launch import SweepInfo
@@ -254,11 +254,11 @@ def stage_pretrain(ctx: RunContext) -> dict[str, Any]:
     """Pretrain pi_0 offline (or reuse the cached model) and evaluate it (offline_only)."""
     identity, data = resolve_dataset(ctx)
     pretrained, info = pretrained_start(ctx, identity, data)
-    env = make_env(ctx.task.name)
+    envs = make_eval_envs(ctx.task.name, ctx.cfg.eval_envs)
     result = evaluate(
-        pretrained.actor, env, ctx.task, ctx.cfg.budget.eval_episodes, ctx.cfg.seed, ctx.device
+        pretrained.actor, envs, ctx.task, ctx.cfg.budget.eval_episodes, ctx.cfg.seed, ctx.device
     )
-    env.close()
+    envs.close()
     ctx.logger.log(result.metrics(), step=0)
     return {"dataset": identity.to_dict(), "pretrained": info, "eval": asdict(result)}
 
@@ -306,7 +306,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
     cfg, task, device = ctx.cfg, ctx.task, ctx.device
     summary: dict[str, Any] = {}
     agent_cfg = OmegaConf.to_object(cfg.finetune)
-    env, eval_env = make_env(task.name), make_env(task.name)
+    env, eval_envs = make_env(task.name), make_eval_envs(task.name, cfg.eval_envs)
     obs_dim, act_dim = space_dims(env)
     agent = SACLag(obs_dim, act_dim, agent_cfg, device)
     controller_cfg = OmegaConf.to_object(cfg.pid)
@@ -319,7 +319,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
         if controller_cfg.lambda_init == "offline":
             controller_cfg.lambda_init = pretrained.lagrange_multiplier
     if cfg.vpa.enabled:
-        summary["vpa"] = run_vpa(ctx, agent, data, eval_env)
+        summary["vpa"] = run_vpa(ctx, agent, data, env)
     if controller_cfg.lambda_init == "figure2":
         controller_cfg.lambda_init = cfg.env.figure2_lambda_init
     controller = make_controller(controller_cfg, task.cost_limit)
@@ -333,7 +333,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
     learner = OnlineLearner(agent, controller, env, buffer, seed=cfg.seed)
 
     def run_eval() -> EvalResult:
-        return evaluate(agent.actor, eval_env, task, cfg.budget.eval_episodes, cfg.seed, device)
+        return evaluate(agent.actor, eval_envs, task, cfg.budget.eval_episodes, cfg.seed, device)
 
     start = time.perf_counter()
     initial = run_eval()  # the starting policy's score, at update 0
@@ -369,7 +369,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
             )
     ctx.timings["finetune_s"] = time.perf_counter() - start
     env.close()
-    eval_env.close()
+    eval_envs.close()
     return {
         **summary,
         "eval": asdict(result),
@@ -390,9 +390,9 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     """Evaluate a saved policy (checkpoint=<run dir or .pt>) on the task it was trained on."""
     cfg, task = ctx.cfg, ctx.task
     actor, meta = load_policy(cfg.checkpoint, ctx.device)
-    env = make_env(task.name)
-    result = evaluate(actor, env, task, cfg.budget.eval_episodes, cfg.seed, ctx.device)
-    env.close()
+    envs = make_eval_envs(task.name, cfg.eval_envs)
+    result = evaluate(actor, envs, task, cfg.budget.eval_episodes, cfg.seed, ctx.device)
+    envs.close()
     ctx.logger.log(result.metrics(), step=0)
     log(
         f"{task.name}: reward {result.reward:.1f} (normalized {result.normalized_reward:.3f}), "

@@ -11,7 +11,7 @@ import torch
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.envs import make_env, space_dims, task_spec
-from marvel.evaluate import evaluate
+from marvel.evaluate import evaluate, make_eval_envs
 from marvel.lagrange import DualAscent
 from marvel.nets import gaussian_kl
 from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
@@ -121,11 +121,11 @@ def test_learns_on_ballrun() -> None:
     100 updates per iteration) clearly beats the untrained policy."""
     cfg = dataclasses.replace(CollectConfig().agent, updates_per_iteration=100)
     learner, agent = make_learner(0, cfg)
-    task, eval_env = task_spec("BallRun"), make_env("BallRun")
-    before = evaluate(agent.actor, eval_env, task, 2, 0, CPU)
+    task, eval_envs = task_spec("BallRun"), make_eval_envs("BallRun")
+    before = evaluate(agent.actor, eval_envs, task, 2, 0, CPU)
     for _ in range(12):
         learner.iteration_step()
-    after = evaluate(agent.actor, eval_env, task, 2, 0, CPU)
+    after = evaluate(agent.actor, eval_envs, task, 2, 0, CPU)
     assert learner.updates == 1200 and learner.env_steps == 12 * 100
     assert after.reward > before.reward + 150, (before, after)
 

@@ -27,7 +27,9 @@ from marvel.lagrange import DualAscent
 from marvel.rollout import Episode
 from marvel.sac_lag import OnlineLearner, SACLag
 
-FORMAT_VERSION = 2  # bump when the recipe changes what a given config produces (2: fused Adam)
+# bump when the recipe changes what a given config produces (2: fused Adam; 3: resets free of
+# the previous episode, marvel.envs.ReproducibleReset)
+FORMAT_VERSION = 3
 
 
 def curriculum_cost_limit(cfg: CollectConfig, progress: float) -> float:
