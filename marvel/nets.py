@@ -186,10 +186,14 @@ class ConditionalVAE(nn.Module):
         self, obs: torch.Tensor, act: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruction, mean and std of q(z|s,a)."""
-        mean, log_std = self.encoder(torch.cat([obs, act], -1)).chunk(2, -1)
-        std = log_std.clamp(-4.0, 15.0).exp()
+        mean, std = self.encode(obs, act)
         z = mean + std * torch.randn_like(std)
         return self.decode(obs, z), mean, std
+
+    def encode(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of q(z|s,a)."""
+        mean, log_std = self.encoder(torch.cat([obs, act], -1)).chunk(2, -1)
+        return mean, log_std.clamp(-4.0, 15.0).exp()
 
     def decode(self, obs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:

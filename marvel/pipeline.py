@@ -160,7 +160,9 @@ def stage_collect(ctx: RunContext) -> dict[str, Any]:
     return {"dataset": {**identity.to_dict(), "transitions": int(len(data["rewards"]))}}
 
 
-PRETRAINED_FORMAT = 3  # bump when a change makes cached pretrained models stale (3: fused Adam)
+# bump when a change makes cached pretrained models stale (3: fused Adam; 4: CPQ scores OOD
+# actions with the VAE's encoder alone, which draws no latent sample)
+PRETRAINED_FORMAT = 4
 
 
 def network_sizes(cfg: DictConfig) -> NetworkSizes:

@@ -142,8 +142,7 @@ class CPQ(OfflineLearnerBase):
                 ood_act = mu + log_std.exp() * torch.randn_like(mu)
             else:
                 ood_act, _ = self.actor(ood_obs)
-            _, ood_mean, ood_std = self.vae(ood_obs, ood_act)
-            score = ConditionalVAE.latent_kl(ood_mean, ood_std)
+            score = ConditionalVAE.latent_kl(*self.vae.encode(ood_obs, ood_act))
             ood = (score >= torch.quantile(score, cfg.ood_quantile)).float()
 
         # L_Qc = E_D (Q_c(s, a) - y_c)^2 - alpha (E_{s~D, a~nu} Q_c(s, a) - qc_scalar l):
