@@ -25,6 +25,7 @@ from marvel.vpa import VPAConfig
 STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
 OFFLINE_ALGOS = ("none", "cpq", "bearl", "bcql")
 DATA_SOURCES = ("auto", "dsrl", "collect")
+RESUME = ("auto", "never")
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 
 
@@ -165,6 +166,9 @@ class MarvelConfig:
     # 0: automatic (torch's default for a single run; a fair share of the CPUs per job under
     # a parallel launcher: marvel.launch.torch_threads_for_job)
     torch_threads: int = 0
+    # auto: a run dir holding a finetuning checkpoint of the same config resumes from it;
+    # never: start over (the dir's metrics and checkpoint are replaced)
+    resume: str = "auto"
     # evaluation episodes run this many at a time, one env per worker process when > 1
     # (the scores are the same for any value: marvel/evaluate.py)
     eval_envs: int = 1
@@ -189,6 +193,7 @@ def _check(ok: bool, key: str, message: str) -> None:
 def validate(cfg: Any) -> None:
     """Range checks a type cannot express; raises ConfigError naming the key and the fix."""
     _check(cfg.stage in STAGES, "stage", f"got {cfg.stage!r}; valid: {', '.join(STAGES)}")
+    _check(cfg.resume in RESUME, "resume", f"got {cfg.resume!r}; valid: {', '.join(RESUME)}")
     _check(cfg.eval_envs >= 1, "eval_envs", f"must be >= 1, got {cfg.eval_envs}")
     _check(cfg.env.cost_limit >= 0, "env.cost_limit", f"must be >= 0, got {cfg.env.cost_limit}")
     _check(

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 import wandb
 
-from marvel.fsutil import atomic_write_json
+from marvel.fsutil import atomic_write, atomic_write_json
 
 PACKAGES = (
     "torch",
@@ -112,6 +112,20 @@ def _flat_scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def keep_rows_until(path: Path, step_metric: str, step: int) -> None:
+    """Rewrite a metrics.jsonl file (atomically) without its rows past ``step`` of
+    ``step_metric`` and without a torn last line; rows of other x-axes are kept."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if row.get(step_metric, 0) <= step:
+            kept.append(line + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
 class RunLogger:
     """One call site for metrics: ``run_dir/metrics.jsonl`` always, a W&B run when enabled.
 
@@ -132,8 +146,13 @@ class RunLogger:
         tags: list[str] | None = None,
         job_type: str | None = None,
         run_id: str | None = None,
+        resume_step: int | None = None,
         step_metric: str = "online/update",
     ) -> None:
+        """``resume_step``: continue a run resumed from a checkpoint taken at that step: its
+        rows logged later (after the checkpoint, before the run died) are dropped, the rest
+        kept; None starts ``metrics.jsonl`` afresh. Pass the run's ``run_id`` to keep logging
+        into the same W&B run."""
         if backend not in ("wandb", "none"):
             raise ValueError(f"backend must be 'wandb' or 'none', got {backend!r}")
         if mode not in ("offline", "online", "disabled"):
@@ -143,7 +162,9 @@ class RunLogger:
         self.step_metric = step_metric
         self._axis_of: dict[str, str] = {step_metric: step_metric}  # key -> its W&B x-axis
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self._file = self.metrics_path.open("a")
+        if resume_step is not None and self.metrics_path.is_file():
+            keep_rows_until(self.metrics_path, step_metric, resume_step)
+        self._file = self.metrics_path.open("a" if resume_step is not None else "w")
         self.run_id = run_id
         self._run: wandb.Run | None = None
         self._wandb_dir: Path | None = None

@@ -21,7 +21,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from marvel.checkpoint import load_checkpoint, load_policy, rng_state, save_checkpoint
+from marvel.checkpoint import (
+    LAST,
+    load_checkpoint,
+    load_policy,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from marvel.config import validate
 from marvel.data.buffer import ReplayBuffer
 from marvel.data.collect import collect_dataset, content_key
@@ -35,6 +42,7 @@ from marvel.data.dsrl_files import (
     load_dsrl_dataset,
 )
 from marvel.envs import TaskSpec, make_env, space_dims, task_spec
+from marvel.errors import MarvelError
 from marvel.evaluate import EvalResult, evaluate, make_eval_envs
 from marvel.fsutil import locked, sha256_file
 from marvel.lagrange import make_controller
@@ -57,6 +65,7 @@ class RunContext:
     device: torch.device
     task: TaskSpec
     logger: RunLogger
+    resume: dict[str, Any] | None = None  # the checkpoint a resumed run continues from
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -303,15 +312,13 @@ def run_vpa(
     return summary
 
 
-def stage_finetune(ctx: RunContext) -> dict[str, Any]:
-    """Online SAC-Lag (METHOD.md section 4) with periodic evaluation and checkpoints."""
-    cfg, task, device = ctx.cfg, ctx.task, ctx.device
+def prepare_start(
+    ctx: RunContext, agent: SACLag, controller_cfg: Any, env: gym.Env
+) -> dict[str, Any]:
+    """What finetuning starts from: the dataset (when needed), the pretrained pi_0, Q_r, Q_c
+    (cached), VPA, and the resolved lambda_init; returns their summary entries."""
+    cfg = ctx.cfg
     summary: dict[str, Any] = {}
-    agent_cfg = OmegaConf.to_object(cfg.finetune)
-    env, eval_envs = make_env(task.name), make_eval_envs(task.name, cfg.eval_envs)
-    obs_dim, act_dim = space_dims(env)
-    agent = SACLag(obs_dim, act_dim, agent_cfg, device)
-    controller_cfg = OmegaConf.to_object(cfg.pid)
     if needs_dataset(cfg):
         identity, data = resolve_dataset(ctx)
         summary["dataset"] = identity.to_dict()
@@ -324,6 +331,23 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
         summary["vpa"] = run_vpa(ctx, agent, data, env)
     if controller_cfg.lambda_init == "figure2":
         controller_cfg.lambda_init = cfg.env.figure2_lambda_init
+    return summary
+
+
+def stage_finetune(ctx: RunContext) -> dict[str, Any]:
+    """Online SAC-Lag (METHOD.md section 4) with periodic evaluation and checkpoints; from the
+    run dir's last checkpoint when resuming (``ctx.resume``)."""
+    cfg, task, device = ctx.cfg, ctx.task, ctx.device
+    agent_cfg = OmegaConf.to_object(cfg.finetune)
+    env, eval_envs = make_env(task.name), make_eval_envs(task.name, cfg.eval_envs)
+    obs_dim, act_dim = space_dims(env)
+    agent = SACLag(obs_dim, act_dim, agent_cfg, device)
+    controller_cfg = OmegaConf.to_object(cfg.pid)
+    if ctx.resume is None:
+        summary = prepare_start(ctx, agent, controller_cfg, env)
+    else:  # everything before finetuning is in the checkpoint
+        summary = ctx.resume["progress"]["summary"]
+        controller_cfg.lambda_init = ctx.resume["progress"]["lambda_init"]
     controller = make_controller(controller_cfg, task.cost_limit)
     seed_everything(cfg.seed, "finetune")
     iterations = cfg.budget.online_iterations
@@ -338,10 +362,18 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
         return evaluate(agent.actor, eval_envs, task, cfg.budget.eval_episodes, cfg.seed, device)
 
     start = time.perf_counter()
-    initial = run_eval()  # the starting policy's score, at update 0
-    ctx.logger.log({"online/env_steps": 0, **initial.metrics(), **controller.terms()}, step=0)
-    result = initial
-    bar = tqdm(range(iterations), desc=f"finetune {task.name}", unit="it")
+    if ctx.resume is None:
+        initial = run_eval()  # the starting policy's score, at update 0
+        ctx.logger.log({"online/env_steps": 0, **initial.metrics(), **controller.terms()}, step=0)
+        result = initial
+    else:
+        learner.load_state_dict(ctx.resume["learner"])
+        set_rng_state(ctx.resume["rng"])
+        initial = EvalResult(**ctx.resume["progress"]["initial_eval"])
+        result = EvalResult(**ctx.resume["progress"]["last_eval"])
+        log(f"resuming at iteration {learner.iteration} of {iterations} from {LAST}")
+    resumed_from = learner.iteration if ctx.resume is not None else None
+    bar = tqdm(range(learner.iteration, iterations), desc=f"finetune {task.name}", unit="it")
     for i in bar:
         row = learner.iteration_step()
         last = i + 1 == iterations
@@ -356,17 +388,24 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
         )
         if (i + 1) % cfg.budget.checkpoint_every == 0 or last:
             save_checkpoint(
-                ctx.run_dir / "checkpoints" / "last.pt",
+                ctx.run_dir / "checkpoints" / LAST,
                 {
                     "kind": "sac_lag",
                     "task": task.name,
                     "experiment": cfg.experiment,
                     "seed": cfg.seed,
                     "dims": [obs_dim, act_dim],
+                    "config_digest": config_digest(cfg),
                     "agent_config": asdict(agent_cfg),
                     "learner": learner.state_dict(),
                     "rng": rng_state(),
                     "wandb_run_id": ctx.logger.run_id,
+                    "progress": {
+                        "summary": summary,
+                        "lambda_init": float(controller_cfg.lambda_init),
+                        "initial_eval": asdict(initial),
+                        "last_eval": asdict(result),
+                    },
                 },
             )
     ctx.timings["finetune_s"] = time.perf_counter() - start
@@ -384,7 +423,8 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
             "cumulative_cost": learner.cumulative_cost,
         },
         "lagrange": controller.terms(),
-        "checkpoint": str(ctx.run_dir / "checkpoints" / "last.pt"),
+        "checkpoint": str(ctx.run_dir / "checkpoints" / LAST),
+        "resumed_from_iteration": resumed_from,
     }
 
 
@@ -415,11 +455,45 @@ STAGES = {
 # ----------------------------------------------------------------------------- run
 
 
+# Settings that do not change a run's numbers: a resumed run may differ in them.
+RESUME_IGNORES = ("resume", "logger", "paths", "eval_envs", "sweep")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """SHA-256 of the resolved config without ``RESUME_IGNORES``: a run dir's checkpoint is
+    resumed only by the config that wrote it."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    kept = {k: v for k, v in container.items() if k not in RESUME_IGNORES}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint a rerun in ``run_dir`` continues from (``resume=auto`` and a finetuning
+    checkpoint there), or None to start over."""
+    path = run_dir / "checkpoints" / LAST
+    if cfg.resume == "never" or cfg.stage not in ("finetune", "all") or not path.is_file():
+        return None
+    state = load_checkpoint(path)
+    if state.get("config_digest") != config_digest(cfg):
+        raise MarvelError(
+            f"{run_dir} holds a run of another config (its checkpoint was written with other "
+            "settings); rerun with that run's settings to resume it, with resume=never to start "
+            "over in this dir (its metrics and checkpoint are replaced), or in another "
+            "hydra.run.dir"
+        )
+    return state
+
+
 def make_logger(
-    cfg: DictConfig, task: TaskSpec, run_dir: Path, sweep: SweepInfo | None
+    cfg: DictConfig,
+    task: TaskSpec,
+    run_dir: Path,
+    sweep: SweepInfo | None,
+    resume: dict[str, Any] | None,
 ) -> RunLogger:
     """The run's logger. W&B: grouped by sweep launch (else by experiment), ``job_type`` =
-    experiment, tagged with what an ablation compares, so the W&B UI groups them in a click."""
+    experiment, tagged with what an ablation compares, so the W&B UI groups them in a click.
+    A resumed run keeps its W&B run id and its metrics rows up to the checkpoint."""
     container = OmegaConf.to_container(cfg, resolve=True)
     tags = [
         task.name,
@@ -443,12 +517,15 @@ def make_logger(
         name=f"{task.name}__{cfg.experiment}__s{cfg.seed}",
         tags=tags,
         job_type=cfg.experiment,
+        run_id=None if resume is None else resume["wandb_run_id"],
+        resume_step=None if resume is None else resume["learner"]["counters"]["updates"],
     )
 
 
 def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[str, Any]:
     """Run ``cfg.stage`` in ``run_dir`` (a job of ``sweep``, if given); writes metrics.jsonl,
-    summary.json, checkpoints/."""
+    summary.json, checkpoints/. With ``resume=auto`` a run dir that holds a finetuning
+    checkpoint of the same config is resumed from it."""
     validate(cfg)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -458,11 +535,12 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
     task_name = load_checkpoint(cfg.checkpoint)["task"] if cfg.stage == "evaluate" else cfg.env.name
     task = task_spec(task_name, cfg.env.cost_limit)
     run_dir.mkdir(parents=True, exist_ok=True)
+    resume = resume_point(cfg, run_dir)
     log(f"{cfg.experiment} | stage={cfg.stage} | {task.name} | seed {cfg.seed} | {device}")
     log(f"run dir: {run_dir}")
     start = time.perf_counter()
-    with make_logger(cfg, task, run_dir, sweep) as logger:
-        ctx = RunContext(cfg, run_dir, device, task, logger)
+    with make_logger(cfg, task, run_dir, sweep, resume) as logger:
+        ctx = RunContext(cfg, run_dir, device, task, logger, resume)
         summary = STAGES[cfg.stage](ctx)
         ctx.timings["total_s"] = time.perf_counter() - start
         summary = {
