@@ -113,7 +113,8 @@ class OfflineConfig:
     # Pretraining seed: the run seed by default; a fixed value finetunes many run seeds from
     # one pi_0 (as the released code does from one offline checkpoint per task).
     seed: int = II("seed")
-    log_every: int = 100  # offline rows (and progress-bar ticks) every this many steps
+    # offline rows, progress-bar ticks and the run's pretraining checkpoint every this many steps
+    log_every: int = 100
     cpq: CPQConfig = field(default_factory=CPQConfig)
     bearl: BEARLConfig = field(default_factory=BEARLConfig)
     bcql: BCQLConfig = field(default_factory=BCQLConfig)

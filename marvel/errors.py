@@ -1,5 +1,10 @@
 """Errors a user can act on: ``run.py`` prints their one-line message and exits non-zero."""
 
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
 
 class MarvelError(Exception):
     """Base class: the message says what is wrong and how to fix it."""
@@ -7,3 +12,21 @@ class MarvelError(Exception):
 
 class CheckpointError(MarvelError):
     """A checkpoint that cannot be used (missing, corrupt, or for another task/algorithm)."""
+
+
+class NumericalFault(MarvelError):
+    """A loss, value or multiplier became NaN or infinite; names the stage and step."""
+
+    def __init__(self, stage: str, step: int, keys: list[str]) -> None:
+        self.stage, self.step, self.keys = stage, step, keys
+        super().__init__(
+            f"non-finite {', '.join(keys)} in {stage} at step {step}; the run stopped (checkpoints "
+            "saved before the fault are kept): lower the learning rates or check the data"
+        )
+
+
+def check_finite(metrics: Mapping[str, float], stage: str, step: int) -> None:
+    """Raise ``NumericalFault`` if any of ``metrics`` is NaN or infinite."""
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(float(v)))
+    if bad:
+        raise NumericalFault(stage, step, bad)

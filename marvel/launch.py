@@ -7,9 +7,14 @@ values from it.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 
 def available_cpus() -> int:
@@ -51,3 +56,30 @@ class SweepInfo:
         """The W&B group of the sweep's runs: unique per launch, readable in the UI
         (``ablation:2026-11-24/15-42-07-123456``)."""
         return f"{self.name or 'multirun'}:{'/'.join(self.dir.parts[-2:])}"
+
+
+def check_writable_dir(path: str | os.PathLike, override: str) -> None:
+    """Create ``path`` and a file in it, or exit with one line naming the problem and
+    ``override``, the setting that fixes it (before Hydra's own attempt ends in a traceback)."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        print(
+            f"marvel: error: cannot write to the output dir {path} ({reason}); "
+            f"pass {override}=<a writable dir>",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (conf/config.yaml): the run or sweep dir must be writable."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable_dir(config.hydra.sweep.dir, "hydra.sweep.dir")

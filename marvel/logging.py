@@ -113,17 +113,20 @@ def _flat_scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def keep_rows_until(path: Path, step_metric: str, step: int) -> None:
-    """Rewrite a metrics.jsonl file (atomically) without its rows past ``step`` of
-    ``step_metric`` and without a torn last line; rows of other x-axes are kept."""
-    kept = []
-    for line in path.read_text().splitlines():
+    """Rewrite a metrics.jsonl file (atomically) as it was when a checkpoint was taken at
+    ``step`` of ``step_metric``: rows are in the order they were logged, so keep them up to the
+    last one on that axis at or before ``step``, and drop what followed (a torn line included)."""
+    rows = path.read_text().splitlines()
+    end = 0
+    for index, line in enumerate(rows):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by the kill
-            continue
-        if row.get(step_metric, 0) <= step:
-            kept.append(line + "\n")
-    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+            break
+        if step_metric in row and row[step_metric] <= step:
+            end = index + 1
+    kept = "".join(line + "\n" for line in rows[:end])
+    atomic_write(path, lambda tmp: tmp.write_text(kept))
 
 
 class RunLogger:
@@ -146,13 +149,13 @@ class RunLogger:
         tags: list[str] | None = None,
         job_type: str | None = None,
         run_id: str | None = None,
-        resume_step: int | None = None,
+        resume_at: tuple[str, int] | None = None,
         step_metric: str = "online/update",
     ) -> None:
-        """``resume_step``: continue a run resumed from a checkpoint taken at that step: its
-        rows logged later (after the checkpoint, before the run died) are dropped, the rest
-        kept; None starts ``metrics.jsonl`` afresh. Pass the run's ``run_id`` to keep logging
-        into the same W&B run."""
+        """``resume_at`` = (x-axis, step): continue a run resumed from a checkpoint taken at
+        that step: its rows logged later on that axis (after the checkpoint, before the run
+        died) are dropped, the rest kept; None starts ``metrics.jsonl`` afresh. Pass the run's
+        ``run_id`` to keep logging into the same W&B run."""
         if backend not in ("wandb", "none"):
             raise ValueError(f"backend must be 'wandb' or 'none', got {backend!r}")
         if mode not in ("offline", "online", "disabled"):
@@ -162,9 +165,9 @@ class RunLogger:
         self.step_metric = step_metric
         self._axis_of: dict[str, str] = {step_metric: step_metric}  # key -> its W&B x-axis
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        if resume_step is not None and self.metrics_path.is_file():
-            keep_rows_until(self.metrics_path, step_metric, resume_step)
-        self._file = self.metrics_path.open("a" if resume_step is not None else "w")
+        if resume_at is not None and self.metrics_path.is_file():
+            keep_rows_until(self.metrics_path, *resume_at)
+        self._file = self.metrics_path.open("a" if resume_at is not None else "w")
         self.run_id = run_id
         self._run: wandb.Run | None = None
         self._wandb_dir: Path | None = None

@@ -42,7 +42,7 @@ from marvel.data.dsrl_files import (
     load_dsrl_dataset,
 )
 from marvel.envs import TaskSpec, make_env, space_dims, task_spec
-from marvel.errors import MarvelError
+from marvel.errors import CheckpointError, MarvelError, NumericalFault, check_finite
 from marvel.evaluate import EvalResult, evaluate, make_eval_envs
 from marvel.fsutil import locked, sha256_file
 from marvel.lagrange import make_controller
@@ -67,6 +67,11 @@ class RunContext:
     logger: RunLogger
     resume: dict[str, Any] | None = None  # the checkpoint a resumed run continues from
     timings: dict[str, float] = field(default_factory=dict)
+
+    def resuming(self, kind: str) -> dict[str, Any] | None:
+        """The run dir's checkpoint if the run resumes inside the stage that writes ``kind``
+        (``pretraining`` or ``sac_lag``), else None."""
+        return self.resume if self.resume is not None and self.resume["kind"] == kind else None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -188,6 +193,31 @@ def offline_namespace(metrics: dict[str, float]) -> dict[str, float]:
     return {k if k.startswith("offline/") else f"offline/{k}": v for k, v in metrics.items()}
 
 
+def load_pretrained_entry(
+    path: Path, spec: dict[str, Any], obs_dim: int, act_dim: int, device: torch.device
+) -> Pretrained:
+    """A cached pretrained model, refused with one clear line when its recorded settings
+    (task, algorithm, sizes, dataset, ...) are not ``spec`` or its networks do not fit."""
+    state = load_checkpoint(path)
+    recorded = state.get("spec")
+    fix = "delete it to pretrain again"
+    if not isinstance(recorded, dict) or recorded != spec:
+        differ = sorted(
+            k for k in spec if not isinstance(recorded, dict) or recorded.get(k) != spec[k]
+        )
+        raise CheckpointError(
+            f"{path} is not the pretrained model this run needs (its {', '.join(differ)} "
+            f"differ); {fix}"
+        )
+    try:
+        return Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
+    except (KeyError, RuntimeError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{path} holds networks that do not fit ({first_line}); {fix}"
+        ) from None
+
+
 def pretrained_start(
     ctx: RunContext, identity: DatasetIdentity, data: dict[str, np.ndarray]
 ) -> tuple[Pretrained, dict[str, Any]]:
@@ -215,8 +245,7 @@ def pretrained_start(
         cached = path.is_file()
         if cached:
             log(f"reusing pretrained {algo} model {path}")
-            state = load_checkpoint(path)
-            pretrained = Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
+            pretrained = load_pretrained_entry(path, spec, obs_dim, act_dim, device)
         else:
             log(f"pretraining {algo} for {cfg.offline.steps} steps on {identity.path}")
             seed_everything(cfg.offline.seed, "pretrain")
@@ -225,19 +254,43 @@ def pretrained_start(
                 obs_dim, act_dim, sizes, algo_cfg, task.cost_limit, task.max_episode_steps, device
             )
             buffer = ReplayBuffer.from_dataset(data, device, seed=cfg.offline.seed)
-            with tqdm(total=cfg.offline.steps, desc=f"pretrain {algo}", unit="step") as bar:
+            done, last = 0, None
+            resume = ctx.resuming("pretraining")
+            if resume is not None and resume["spec"] == spec:
+                learner.load_state_dict(resume["learner"])
+                buffer.generator.set_state(resume["sampler"])
+                set_rng_state(resume["rng"])
+                done, last = resume["step"], resume["last"]
+                log(f"resuming pretraining at step {done} of {cfg.offline.steps}")
+            with tqdm(total=cfg.offline.steps, initial=done, desc=f"pretrain {algo}") as bar:
 
-                def log_and_advance(metrics: dict[str, float], step: int) -> None:
+                def log_and_checkpoint(metrics: dict[str, float], step: int) -> None:
                     ctx.logger.log(offline_namespace(metrics), step, step_metric="offline/step")
                     bar.update(step - bar.n)
+                    save_checkpoint(
+                        ctx.run_dir / "checkpoints" / LAST,
+                        {
+                            "kind": "pretraining",
+                            "config_digest": config_digest(cfg),
+                            "wandb_run_id": ctx.logger.run_id,
+                            "spec": spec,
+                            "step": step,
+                            "learner": learner.state_dict(),
+                            "sampler": buffer.generator.get_state(),
+                            "rng": rng_state(),
+                            "last": metrics,
+                        },
+                    )
 
                 pretrained = train_offline(
                     learner,
                     buffer,
                     cfg.offline.steps,
                     algo_cfg.batch_size,
-                    log=log_and_advance,
+                    log=log_and_checkpoint,
                     log_every=min(cfg.offline.log_every, cfg.offline.steps),
+                    done=done,
+                    last=last,
                 )
             ctx.timings["pretrain_s"] = time.perf_counter() - start
             save_checkpoint(
@@ -287,6 +340,7 @@ def run_vpa(
     if vpa_cfg.diagnostic_episodes > 0:
         sample = monte_carlo_returns(agent, env, vpa_cfg.diagnostic_episodes, cfg.seed)
         before = critic_rank_correlation(agent, sample)
+    log(f"VPA: aligning the critics for {vpa_cfg.iterations} iterations")
     start = time.perf_counter()
     losses = align(
         agent,
@@ -336,18 +390,19 @@ def prepare_start(
 
 def stage_finetune(ctx: RunContext) -> dict[str, Any]:
     """Online SAC-Lag (METHOD.md section 4) with periodic evaluation and checkpoints; from the
-    run dir's last checkpoint when resuming (``ctx.resume``)."""
+    run dir's last checkpoint when resuming."""
     cfg, task, device = ctx.cfg, ctx.task, ctx.device
     agent_cfg = OmegaConf.to_object(cfg.finetune)
     env, eval_envs = make_env(task.name), make_eval_envs(task.name, cfg.eval_envs)
     obs_dim, act_dim = space_dims(env)
     agent = SACLag(obs_dim, act_dim, agent_cfg, device)
     controller_cfg = OmegaConf.to_object(cfg.pid)
-    if ctx.resume is None:
+    resume = ctx.resuming("sac_lag")
+    if resume is None:
         summary = prepare_start(ctx, agent, controller_cfg, env)
     else:  # everything before finetuning is in the checkpoint
-        summary = ctx.resume["progress"]["summary"]
-        controller_cfg.lambda_init = ctx.resume["progress"]["lambda_init"]
+        summary = resume["progress"]["summary"]
+        controller_cfg.lambda_init = resume["progress"]["lambda_init"]
     controller = make_controller(controller_cfg, task.cost_limit)
     seed_everything(cfg.seed, "finetune")
     iterations = cfg.budget.online_iterations
@@ -362,20 +417,21 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
         return evaluate(agent.actor, eval_envs, task, cfg.budget.eval_episodes, cfg.seed, device)
 
     start = time.perf_counter()
-    if ctx.resume is None:
+    if resume is None:
         initial = run_eval()  # the starting policy's score, at update 0
         ctx.logger.log({"online/env_steps": 0, **initial.metrics(), **controller.terms()}, step=0)
         result = initial
     else:
-        learner.load_state_dict(ctx.resume["learner"])
-        set_rng_state(ctx.resume["rng"])
-        initial = EvalResult(**ctx.resume["progress"]["initial_eval"])
-        result = EvalResult(**ctx.resume["progress"]["last_eval"])
+        learner.load_state_dict(resume["learner"])
+        set_rng_state(resume["rng"])
+        initial = EvalResult(**resume["progress"]["initial_eval"])
+        result = EvalResult(**resume["progress"]["last_eval"])
         log(f"resuming at iteration {learner.iteration} of {iterations} from {LAST}")
-    resumed_from = learner.iteration if ctx.resume is not None else None
+    resumed_from = learner.iteration if resume is not None else None
     bar = tqdm(range(learner.iteration, iterations), desc=f"finetune {task.name}", unit="it")
     for i in bar:
         row = learner.iteration_step()
+        check_finite(row, "finetuning", learner.updates)  # before saving: keep the last good one
         last = i + 1 == iterations
         if (i + 1) % cfg.budget.eval_every == 0 or last:
             result = run_eval()
@@ -467,11 +523,14 @@ def config_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
+RESUMABLE_STAGES = ("pretrain", "finetune", "all")
+
+
 def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The checkpoint a rerun in ``run_dir`` continues from (``resume=auto`` and a finetuning
-    checkpoint there), or None to start over."""
+    """The checkpoint a rerun in ``run_dir`` continues from (``resume=auto`` and a pretraining
+    or finetuning checkpoint there), or None to start over."""
     path = run_dir / "checkpoints" / LAST
-    if cfg.resume == "never" or cfg.stage not in ("finetune", "all") or not path.is_file():
+    if cfg.resume == "never" or cfg.stage not in RESUMABLE_STAGES or not path.is_file():
         return None
     state = load_checkpoint(path)
     if state.get("config_digest") != config_digest(cfg):
@@ -482,6 +541,13 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             "hydra.run.dir"
         )
     return state
+
+
+def resume_axis_step(checkpoint: dict[str, Any]) -> tuple[str, int]:
+    """The x-axis and step a checkpoint was taken at (its metrics rows end there)."""
+    if checkpoint["kind"] == "pretraining":
+        return "offline/step", checkpoint["step"]
+    return "online/update", checkpoint["learner"]["counters"]["updates"]
 
 
 def make_logger(
@@ -518,14 +584,14 @@ def make_logger(
         tags=tags,
         job_type=cfg.experiment,
         run_id=None if resume is None else resume["wandb_run_id"],
-        resume_step=None if resume is None else resume["learner"]["counters"]["updates"],
+        resume_at=None if resume is None else resume_axis_step(resume),
     )
 
 
 def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[str, Any]:
     """Run ``cfg.stage`` in ``run_dir`` (a job of ``sweep``, if given); writes metrics.jsonl,
-    summary.json, checkpoints/. With ``resume=auto`` a run dir that holds a finetuning
-    checkpoint of the same config is resumed from it."""
+    summary.json, checkpoints/. With ``resume=auto`` a run dir that holds a pretraining or
+    finetuning checkpoint of the same config is resumed from it."""
     validate(cfg)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -541,7 +607,12 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
     start = time.perf_counter()
     with make_logger(cfg, task, run_dir, sweep, resume) as logger:
         ctx = RunContext(cfg, run_dir, device, task, logger, resume)
-        summary = STAGES[cfg.stage](ctx)
+        try:
+            summary = STAGES[cfg.stage](ctx)
+        except NumericalFault as fault:  # recorded, then reported as one line by run.py
+            fault_info = {"stage": fault.stage, "step": fault.step, "keys": fault.keys}
+            logger.write_summary({"status": "failed", "fault": fault_info, "seed": cfg.seed})
+            raise
         ctx.timings["total_s"] = time.perf_counter() - start
         summary = {
             "status": "ok",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from marvel.data.buffer import ReplayBuffer
+from marvel.errors import check_finite
 from marvel.rollout import episode_seed, run_episode
 from marvel.sac_lag import SACLag
 
@@ -48,7 +49,8 @@ def align(
     log_every: int = 500,
 ) -> dict[str, float]:
     """Run VPA on ``agent``'s critics with its actor as the frozen pi_0; returns mean losses of
-    the last logging window. The critics' learning rates are the agent's (finetuning) ones."""
+    the last logging window (``NumericalFault`` if one is not finite). The critics' learning
+    rates are the agent's (finetuning) ones."""
     totals: dict[str, torch.Tensor] = {}
     steps, last = 0, {}
     for iteration in range(1, cfg.iterations + 1):
@@ -64,6 +66,7 @@ def align(
             last = {
                 f"vpa/{name.split('/')[-1]}_loss": float(t) / steps for name, t in totals.items()
             }
+            check_finite(last, "VPA", iteration)
             if log is not None:
                 log(last, iteration)
             totals, steps = {}, 0

@@ -106,14 +106,16 @@ def test_context_manager_marks_failure_and_reattaches_by_id(tmp_path: Path) -> N
         logger.log({"x": 1.0}, step=1)
         raise RuntimeError("boom")
     assert wandb.run is None and logger.run_id == "fixedid1"
-    with RunLogger(tmp_path / "run", {}, run_id="fixedid1", resume_step=1) as resumed:
+    with RunLogger(
+        tmp_path / "run", {}, run_id="fixedid1", resume_at=("online/update", 1)
+    ) as resumed:
         resumed.log({"x": 2.0}, step=2)
     assert resumed.run_id == "fixedid1"
     assert [row["x"] for row in read_rows(tmp_path / "run")] == [1.0, 2.0]
 
 
 def test_a_fresh_start_replaces_old_rows(tmp_path: Path) -> None:
-    """Without resume_step (resume=never, or no checkpoint to resume) the rows start afresh."""
+    """Without resume_at (resume=never, or no checkpoint to resume) the rows start afresh."""
     for value in (1.0, 2.0):
         with RunLogger(tmp_path, {}, backend="none") as logger:
             logger.log({"x": value}, step=1)

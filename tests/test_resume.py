@@ -11,8 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from marvel.checkpoint import rng_state, set_rng_state
 from marvel.logging import keep_rows_until
+from marvel.offline.base import NetworkSizes
+from marvel.offline.bcql import BCQL, BCQLConfig
+from marvel.offline.bearl import BEARL, BEARLConfig
+from marvel.offline.cpq import CPQ, CPQConfig
 from tests.conftest import ROOT, read_metrics, read_summary, run_cli
 
 # The whole Marvel pipeline at smoke budget, long enough to be killed between checkpoints.
@@ -35,25 +41,37 @@ def run_rows(run_dir: Path) -> list[dict]:
     ]
 
 
+def kill_when(
+    command: tuple[str, ...], run_dir: Path, ready, output: Path, timeout: float = 300
+) -> None:
+    """Run ``python run.py <command>`` and SIGKILL it as soon as ``ready(output text)`` holds."""
+    with output.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *command, f"hydra.run.dir={run_dir}"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ready(output.read_text()):
+                proc.kill()
+                break
+            time.sleep(0.02)
+        proc.wait()
+    assert proc.returncode == -9, f"the run ended before it could be killed:\n{output.read_text()}"
+
+
 def killed_mid_finetuning(run_dir: Path) -> None:
-    """Start the run and SIGKILL it once a checkpoint exists and the metrics have gone past it."""
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *RUN, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ.copy(),
-    )
+    """SIGKILL the run once a checkpoint exists and the metrics have gone past it."""
     metrics, checkpoint = run_dir / "metrics.jsonl", run_dir / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
+
+    def past_a_checkpoint(_: str) -> bool:  # initial eval + 3 iterations: past iteration 2
         rows = metrics.read_text().count("\n") if metrics.is_file() else 0
-        if checkpoint.is_file() and rows >= 4:  # initial eval + 3 iterations: past iteration 2
-            proc.kill()
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -9, "the run ended before it could be killed"
+        return checkpoint.is_file() and rows >= 4
+
+    kill_when(RUN, run_dir, past_a_checkpoint, run_dir.parent / f"{run_dir.name}.out")
     assert not (run_dir / "summary.json").exists()
 
 
@@ -115,3 +133,132 @@ def test_keep_rows_until_drops_later_rows_and_a_torn_line(tmp_path: Path) -> Non
     path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, later]) + '{"online/upd')
     keep_rows_until(path, "online/update", 5)
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+
+
+def test_keep_rows_until_drops_later_stages(tmp_path: Path) -> None:
+    """Resumed inside pretraining: VPA and finetuning rows logged after it go too."""
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"offline/step": 100}, {"offline/step": 200}]
+    later = [{"offline/step": 300}, {"vpa/iteration": 3}, {"online/update": 0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, *later]))
+    keep_rows_until(path, "offline/step", 200)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+
+
+@pytest.mark.parametrize(
+    ("learner_cls", "cfg"),
+    [
+        (CPQ, CPQConfig(vae_hidden_sizes=[32, 32])),
+        (BEARL, BEARLConfig(vae_hidden_sizes=[32, 32])),
+        (BCQL, BCQLConfig(vae_hidden_sizes=[32, 32])),
+    ],
+    ids=["cpq", "bearl", "bcql"],
+)
+def test_offline_learner_resumes_from_its_state(learner_cls, cfg) -> None:
+    """A pretraining checkpoint (learner state + RNG) continued in a fresh learner gives the
+    same parameters as training on without a break: networks, optimizers, multipliers, PID
+    state and counters all travel (marvel.offline.base.OfflineLearnerBase.state_dict)."""
+    from tests.conftest import random_batch
+
+    batch = random_batch(n=32, obs_dim=5, act_dim=2)
+    sizes = NetworkSizes([32, 32], [32, 32], 2)
+
+    def make():
+        return learner_cls(5, 2, sizes, cfg, 20.0, 200, torch.device("cpu"))
+
+    torch.manual_seed(0)
+    straight = make()
+    for _ in range(3):
+        straight.update(batch)
+    state, rng = straight.state_dict(), rng_state()
+    state = torch.load(_through_bytes(state), weights_only=True)  # as the checkpoint stores it
+    for _ in range(3):
+        straight.update(batch)
+
+    resumed = make()
+    resumed.load_state_dict(state)
+    set_rng_state(rng)
+    for _ in range(3):
+        resumed.update(batch)
+    for name, value in straight.state_dict().items():
+        ours, theirs = _leaves(resumed.state_dict()[name]), _leaves(value)
+        assert len(ours) == len(theirs), name
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a, b) if torch.is_tensor(a) else a == b, name
+
+
+def _through_bytes(state):
+    import io
+
+    stream = io.BytesIO()
+    torch.save(state, stream)
+    stream.seek(0)
+    return stream
+
+
+def _leaves(value):
+    """The leaves of a (nested) state, in a fixed order, for an exact comparison."""
+    if isinstance(value, dict):
+        return [leaf for k in sorted(value, key=str) for leaf in _leaves(value[k])]
+    if isinstance(value, list | tuple):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+# Long enough stages to be killed inside each: collection, pretraining, VPA.
+STAGED = (
+    "env=BallCircle",
+    "budget=smoke",
+    "budget.collect_episodes=30",
+    "budget.offline_steps=300",
+    "offline.log_every=50",
+    "budget.vpa_iterations=1500",
+    "budget.online_iterations=4",
+    "logger=none",
+)
+
+
+def after(marker: str, seconds: float):
+    """A kill condition: ``seconds`` after ``marker`` first appears in the output."""
+    seen: list[float] = []
+
+    def ready(text: str) -> bool:
+        if marker in text and not seen:
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] >= seconds
+
+    return ready
+
+
+@pytest.mark.slow
+def test_killed_in_every_stage_resumes_to_the_same_numbers(tmp_path: Path) -> None:
+    """Killed during collection, then during pretraining, then during VPA, and run to the end:
+    the same numbers and metrics rows as an uninterrupted run (each with its own empty cache)."""
+    reference = tmp_path / "reference"
+    run_cli(*STAGED, f"paths.cache_dir={tmp_path / 'cache-a'}", f"hydra.run.dir={reference}")
+
+    command = (*STAGED, f"paths.cache_dir={tmp_path / 'cache-b'}")
+    run_dir, out = tmp_path / "killed", tmp_path / "out.txt"
+    datasets = tmp_path / "cache-b" / "datasets"
+    kill_when(command, run_dir, after("collecting 30 episodes", 2.0), out)
+    assert not list(datasets.glob("*.hdf5"))  # no half dataset that a rerun could take for whole
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    kill_when(
+        command, run_dir, lambda text: "pretraining cpq" in text and checkpoint.is_file(), out
+    )
+    kill_when(command, run_dir, after("VPA: aligning", 2.0), out)
+    assert "resuming pretraining at step" in out.read_text()
+    run_cli(*command, f"hydra.run.dir={run_dir}")
+
+    resumed, expected = read_summary(run_dir), read_summary(reference)
+    for key in ("eval", "initial_eval", "online", "lagrange", "vpa"):
+        assert resumed[key] == expected[key], key
+    assert resumed["dataset"]["sha256"] == expected["dataset"]["sha256"]
+    for summary in (resumed, expected):
+        summary["pretrained"]["metrics"].pop("perf/offline_steps_per_s")
+    assert resumed["pretrained"]["metrics"] == expected["pretrained"]["metrics"]
+
+    def rows(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if "perf/" not in k} for r in read_metrics(path)]
+
+    assert rows(run_dir) == rows(reference)

@@ -16,8 +16,10 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from marvel.data.buffer import Batch, ReplayBuffer
+from marvel.errors import check_finite
 from marvel.nets import CriticEnsemble, SquashedGaussianActor
 
 
@@ -71,6 +73,36 @@ class OfflineLearnerBase:
         )
         self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything training changes, for a pretraining checkpoint: every network and
+        optimizer, tensor (multipliers), PID state and counter the algorithm holds."""
+        state: dict[str, Any] = {}
+        for name, value in vars(self).items():
+            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
+                state[name] = value.state_dict()
+            elif isinstance(value, torch.Tensor):
+                state[name] = value.detach().clone()
+            elif isinstance(value, QcPIDLagrangian):
+                state[name] = {k: v.clone() for k, v in vars(value).items() if torch.is_tensor(v)}
+            elif isinstance(value, int | float):
+                state[name] = value
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``'s entries in place (strict: the same algorithm and sizes)."""
+        for name, saved in state.items():
+            value = getattr(self, name)
+            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
+                value.load_state_dict(saved)
+            elif isinstance(value, torch.Tensor):
+                with torch.no_grad():
+                    value.copy_(saved)
+            elif isinstance(value, QcPIDLagrangian):
+                for key, tensor in saved.items():
+                    setattr(value, key, tensor.to(self.device))
+            else:
+                setattr(self, name, saved)
 
 
 def soft_clipped_target(
@@ -202,6 +234,10 @@ class OfflineLearner(Protocol):
 
     def to_pretrained(self) -> Pretrained: ...
 
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 def train_offline(
     learner: OfflineLearner,
@@ -210,17 +246,22 @@ def train_offline(
     batch_size: int,
     log: Callable[[dict[str, float], int], None] | None = None,
     log_every: int = 1000,
+    done: int = 0,
+    last: dict[str, float] | None = None,
 ) -> Pretrained:
-    """``steps`` updates on uniform batches of the offline data; logs means every ``log_every``."""
+    """``steps`` updates on uniform batches of the offline data; logs means every ``log_every``
+    (and stops with ``NumericalFault`` if one is not finite). A resumed run passes the steps
+    ``done`` before its checkpoint (a multiple of ``log_every``) and the ``last`` means logged."""
     totals: dict[str, torch.Tensor] = {}
     count, start = 0, time.perf_counter()
-    last: dict[str, float] = {}
-    for step in range(1, steps + 1):
+    last = dict(last or {})
+    for step in range(done + 1, steps + 1):
         for name, value in learner.update(buffer.sample(batch_size)).items():
             totals[name] = totals.get(name, 0.0) + value
         count += 1
         if step % log_every == 0 or step == steps:
             last = {name: float(total) / count for name, total in totals.items()}
+            check_finite(last, "offline pretraining", step)
             last["perf/offline_steps_per_s"] = count / (time.perf_counter() - start)
             if log is not None:
                 log(last, step)

@@ -1,0 +1,133 @@
+"""Issue 6: numerical faults, unsafe or mismatched checkpoints, secrets and unwritable dirs each
+end with one clear line and leave what was saved intact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from marvel import pipeline
+from marvel.checkpoint import FORMAT, load_checkpoint
+from marvel.errors import NumericalFault
+from marvel.sac_lag import OnlineLearner
+from tests.conftest import ROOT, read_metrics, read_summary, run_cli
+from tests.test_cli import assert_clean_error
+from tests.test_config import compose_config
+
+SMOKE = ("budget=smoke", "logger=none")
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN injected into iteration 3's losses: the run stops there, summary.json records the
+    fault, and the checkpoint and metrics end at iteration 2."""
+    real_step = OnlineLearner.iteration_step
+
+    def faulty_step(self: OnlineLearner) -> dict[str, float]:
+        row = real_step(self)
+        if self.iteration == 3:
+            row["loss/critic_cost"] = float("nan")
+        return row
+
+    monkeypatch.setattr(OnlineLearner, "iteration_step", faulty_step)
+    cfg = compose_config(
+        "experiment=from_scratch",
+        *SMOKE,
+        "budget.online_iterations=5",
+        "budget.checkpoint_every=1",
+    )
+    with pytest.raises(
+        NumericalFault, match=r"non-finite loss/critic_cost in finetuning at step 15"
+    ):
+        pipeline.run(cfg, tmp_path)
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "failed"
+    assert summary["fault"] == {"stage": "finetuning", "step": 15, "keys": ["loss/critic_cost"]}
+    assert load_checkpoint(tmp_path)["learner"]["counters"]["iteration"] == 2
+    assert [row["online/update"] for row in read_metrics(tmp_path)] == [0, 5, 10]
+
+
+def test_divergence_ends_with_one_line(tmp_path: Path) -> None:
+    """A real blow-up (rewards scaled to 1e38 overflow the critic's loss), from the command line."""
+    proc = run_cli(
+        "experiment=from_scratch",
+        *SMOKE,
+        "finetune.reward_scale=1e38",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
+    assert_clean_error(proc, "non-finite loss/critic_reward in finetuning at step 5")
+    assert read_summary(tmp_path)["status"] == "failed"
+
+
+class RunsCode:
+    """Unpickling this runs code (it creates a file): weights_only loading must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_with_a_pickled_object_is_refused(tmp_path: Path) -> None:
+    marker, checkpoint = tmp_path / "code-ran", tmp_path / "shared.pt"
+    torch.save(
+        {"format": FORMAT, "kind": "sac_lag", "task": "BallCircle", "x": RunsCode(marker)},
+        checkpoint,
+    )
+    proc = run_cli(
+        "stage=evaluate",
+        f"checkpoint={checkpoint}",
+        *SMOKE,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert_clean_error(proc, "not a loadable marvel checkpoint")
+    assert not marker.exists()
+
+
+def test_a_secret_in_the_environment_reaches_no_output(tmp_path: Path) -> None:
+    """W&B's key (and any other secret in the environment) is in no file the run writes,
+    W&B's own offline run included."""
+    secret = "0123456789abcdef-not-a-real-key"
+    env = {**os.environ, "WANDB_API_KEY": secret, "MARVEL_TOKEN": secret}
+    run_dir = tmp_path / "run"
+    command = ["experiment=from_scratch", "budget=smoke", f"hydra.run.dir={run_dir}"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *command],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files)  # W&B (offline) wrote its run too
+    assert not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def test_pretrained_entry_of_another_task_is_refused(tmp_path: Path) -> None:
+    """A cache entry whose recorded task differs (a file copied over another) is not used."""
+    cache = tmp_path / "cache"
+    common = ("env=BallCircle", "budget=smoke", "logger=none", f"paths.cache_dir={cache}")
+    run_cli(*common, f"hydra.run.dir={tmp_path / 'first'}")
+    entry = Path(read_summary(tmp_path / "first")["pretrained"]["path"])
+    state = torch.load(entry, weights_only=True)
+    state["spec"]["task"] = "CarRun"
+    torch.save(state, entry)
+    saved = entry.read_bytes()
+    proc = run_cli(*common, f"hydra.run.dir={tmp_path / 'second'}", check=False)
+    assert_clean_error(proc, "is not the pretrained model this run needs (its task differ)")
+    assert entry.read_bytes() == saved
+
+
+def test_unwritable_output_dir_ends_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    proc = run_cli(*SMOKE, f"hydra.run.dir={tmp_path / 'a-file' / 'run'}", check=False)
+    assert_clean_error(proc, "cannot write to the output dir", "hydra.run.dir=<a writable dir>")
