@@ -4,11 +4,12 @@
 
 Runs the smoke ablation sweep on BallCircle and CarRun with 3 seeds (6 presets x 2 envs x 3
 seeds = 36 jobs, 8 finetuning iterations each, a checkpoint every 2) twice, each with a fresh
-cache: once undisturbed (the reference), once while a killer SIGKILLs a random job process
-every few seconds, rerunning the same command (same ``hydra.sweep.dir``, ``resume=auto``) until
-every job has its summary. Then it checks that every summary is present and equals its
-undisturbed twin (final evaluation, online counters, Lagrange terms), and prints how many jobs
-were killed, how many resumed from a checkpoint and how many reruns the sweep took.
+cache: once undisturbed (the reference), once while a killer SIGKILLs a random job process at a
+random moment of a launch (after 1-6 more jobs have finished, plus 0-6 s), ``--kills``
+times, rerunning the same command (same ``hydra.sweep.dir``, ``resume=auto``) until every job
+has its summary. Then it checks that every summary is present and equals its undisturbed
+twin (final evaluation, online counters, Lagrange terms), and prints how many job processes were
+killed, how many jobs resumed inside pretraining or finetuning and how many launches the sweep took.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -73,9 +75,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def sweep(work: Path, n_jobs: int, kill: random.Random | None, kills_left: int) -> tuple[int, int]:
-    """One launch of the sweep into ``work``; with ``kill``, SIGKILL one random job process
-    every 3-8 s while kills are left. Returns (exit code, kills made)."""
+def sweep(
+    work: Path, n_jobs: int, kill_after: tuple[int, float] | None, rng: random.Random
+) -> bool:
+    """One launch of the sweep into ``work``. With ``kill_after`` = (n, s): once n more jobs
+    have finished than before the launch, wait s seconds and SIGKILL a random job process
+    (each killed launch makes progress, and the kill lands anywhere in the next jobs). Returns
+    whether a job process was killed."""
     environ = {**os.environ, "MARVEL_CACHE": str(work / "cache")}
     command = [
         sys.executable,
@@ -85,19 +91,20 @@ def sweep(work: Path, n_jobs: int, kill: random.Random | None, kills_left: int) 
         f"hydra.launcher.n_jobs={n_jobs}",
         f"hydra.sweep.dir={work / 'sweep'}",
     ]
+    finished_before, killed, deadline = set(summaries(work)), False, None
     with (work / "log.txt").open("a") as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=log)
-        kills = 0
-        next_kill = time.monotonic() + (kill.uniform(3, 8) if kill else float("inf"))
         while proc.poll() is None:
-            if kill and kills < kills_left and time.monotonic() >= next_kill:
+            if kill_after is not None and not killed:
+                newly_finished = set(summaries(work)) - finished_before
+                if deadline is None and len(newly_finished) >= kill_after[0]:
+                    deadline = time.monotonic() + kill_after[1]
                 workers = job_processes(proc.pid)
-                if workers:
-                    os.kill(kill.choice(workers), signal.SIGKILL)
-                    kills += 1
-                next_kill = time.monotonic() + kill.uniform(3, 8)
-            time.sleep(0.05)
-    return proc.returncode, kills
+                if deadline is not None and time.monotonic() >= deadline and workers:
+                    os.kill(rng.choice(workers), signal.SIGKILL)
+                    killed = True
+            time.sleep(0.2)
+    return killed
 
 
 def summaries(work: Path) -> dict[str, dict[str, Any]]:
@@ -120,28 +127,28 @@ def main(argv: list[str] | None = None) -> int:
         for work in (reference, soaked):
             work.mkdir()
         start = time.perf_counter()
-        code, _ = sweep(reference, args.n_jobs, None, 0)
+        sweep(reference, args.n_jobs, None, random.Random(args.seed))
         reference_s = time.perf_counter() - start
         expected = summaries(reference)
-        if code != 0:
-            raise RuntimeError(f"the undisturbed sweep failed; see {reference / 'log.txt'}")
+        if not expected:
+            raise RuntimeError(f"the undisturbed sweep failed: {reference / 'log.txt'}")
 
+        # Launches lose a job process until ``kills`` kills are made; the next launch (the same
+        # command) resumes every job from its checkpoint.
         killer, kills, launches = random.Random(args.seed), 0, 0
         start = time.perf_counter()
         while len(summaries(soaked)) < len(expected) or launches == 0:
+            kill_after = (killer.randint(1, 6), killer.uniform(0, 6))
+            kills += sweep(soaked, args.n_jobs, kill_after if kills < args.kills else None, killer)
             launches += 1
-            code, made = sweep(soaked, args.n_jobs, killer, args.kills - kills)
-            kills += made
-            if launches > args.kills + 3:
+            if launches > 2 * args.kills + 3:
                 raise RuntimeError(f"still incomplete after {launches} launches")
         soaked_s = time.perf_counter() - start
         got = summaries(soaked)
 
-    resumed = [
-        job
-        for job, summary in got.items()
-        if summary.get("resumed_from_iteration") not in (None, ITERATIONS)
-    ]
+        log = (soaked / "log.txt").read_text()
+    # Every launch reruns all jobs: finished ones resume at their last iteration and stop.
+    resumes = [int(m) for m in re.findall(r"resuming at iteration (\d+) of", log)]
     differ = sorted(
         job
         for job in expected
@@ -152,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         "finished": len(got),
         "kills": kills,
         "launches": launches,
-        "resumed_mid_finetuning": len(resumed),
+        "resumed_mid_finetuning": sum(0 < k < ITERATIONS for k in resumes),
+        "resumed_mid_pretraining": log.count("resuming pretraining at step"),
+        "reentered_finished": resumes.count(ITERATIONS),
         "summaries_equal_to_undisturbed": len(expected) - len(differ),
         "differ": differ,
         "reference_wall_s": reference_s,
