@@ -195,6 +195,31 @@ def validate(cfg: Any) -> None:
     """Range checks a type cannot express; raises ConfigError naming the key and the fix."""
     _check(cfg.stage in STAGES, "stage", f"got {cfg.stage!r}; valid: {', '.join(STAGES)}")
     _check(cfg.resume in RESUME, "resume", f"got {cfg.resume!r}; valid: {', '.join(RESUME)}")
+    _check(
+        0 <= cfg.finetune.offline_fraction < 1,
+        "finetune.offline_fraction",
+        f"must be in [0, 1), got {cfg.finetune.offline_fraction}",
+    )
+    _check(
+        0 <= cfg.finetune.jsrl_initial_fraction <= 1,
+        "finetune.jsrl_initial_fraction",
+        f"must be in [0, 1], got {cfg.finetune.jsrl_initial_fraction}",
+    )
+    _check(
+        cfg.finetune.jsrl_initial_fraction == 0 or cfg.offline.algo != "none",
+        "finetune.jsrl_initial_fraction",
+        "JSRL's guide is the pretrained pi_0: set offline=cpq (or bearl, bcql)",
+    )
+    _check(
+        not cfg.finetune.pex or (cfg.offline.algo != "none" and cfg.finetune.pex_temperature > 0),
+        "finetune.pex",
+        "PEX expands the pretrained pi_0 (set offline=cpq, bearl or bcql) with a temperature > 0",
+    )
+    _check(
+        not (cfg.finetune.pex and cfg.finetune.jsrl_initial_fraction > 0),
+        "finetune.pex",
+        "PEX and JSRL are separate baselines: enable one of them",
+    )
     _check(cfg.eval_envs >= 1, "eval_envs", f"must be >= 1, got {cfg.eval_envs}")
     _check(cfg.env.cost_limit >= 0, "env.cost_limit", f"must be >= 0, got {cfg.env.cost_limit}")
     _check(

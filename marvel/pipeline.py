@@ -81,10 +81,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def derived_seed(seed: int, name: str) -> int:
+    """A seed for the random stream ``name`` of a run seeded ``seed``, independent of others."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
+
+
 def seed_everything(seed: int, stage: str = "") -> None:
     """Seed Python, NumPy and torch from (run seed, stage): each stage starts from the same
     random state whether or not an earlier stage ran in this process or came from the cache."""
-    derived = int(np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(1)[0])
+    derived = derived_seed(seed, stage)
     random.seed(derived)
     np.random.seed(derived)
     torch.manual_seed(derived)
@@ -98,9 +103,14 @@ def log(message: str) -> None:
 
 
 def needs_dataset(cfg: DictConfig) -> bool:
-    """Finetuning reads offline data only to pretrain or align (from scratch needs none);
-    an explicit data.path is always checked and recorded."""
-    return cfg.data.path is not None or cfg.offline.algo != "none" or cfg.vpa.enabled
+    """Finetuning reads offline data only to pretrain, align or replay it (from scratch needs
+    none); an explicit data.path is always checked and recorded."""
+    return (
+        cfg.data.path is not None
+        or cfg.offline.algo != "none"
+        or cfg.vpa.enabled
+        or cfg.finetune.offline_fraction > 0
+    )
 
 
 def collected_dataset(ctx: RunContext) -> DatasetIdentity:
@@ -368,11 +378,12 @@ def run_vpa(
 
 def prepare_start(
     ctx: RunContext, agent: SACLag, controller_cfg: Any, env: gym.Env
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     """What finetuning starts from: the dataset (when needed), the pretrained pi_0, Q_r, Q_c
-    (cached), VPA, and the resolved lambda_init; returns their summary entries."""
+    (cached), VPA, and the resolved lambda_init; returns their summary entries and the data."""
     cfg = ctx.cfg
     summary: dict[str, Any] = {}
+    data = None
     if needs_dataset(cfg):
         identity, data = resolve_dataset(ctx)
         summary["dataset"] = identity.to_dict()
@@ -385,7 +396,7 @@ def prepare_start(
         summary["vpa"] = run_vpa(ctx, agent, data, env)
     if controller_cfg.lambda_init == "figure2":
         controller_cfg.lambda_init = cfg.env.figure2_lambda_init
-    return summary
+    return summary, data
 
 
 def stage_finetune(ctx: RunContext) -> dict[str, Any]:
@@ -399,10 +410,14 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
     controller_cfg = OmegaConf.to_object(cfg.pid)
     resume = ctx.resuming("sac_lag")
     if resume is None:
-        summary = prepare_start(ctx, agent, controller_cfg, env)
+        summary, data = prepare_start(ctx, agent, controller_cfg, env)
     else:  # everything before finetuning is in the checkpoint
-        summary = resume["progress"]["summary"]
+        summary, data = resume["progress"]["summary"], None
         controller_cfg.lambda_init = resume["progress"]["lambda_init"]
+    offline = None
+    if agent_cfg.offline_fraction > 0:  # hybrid replay samples the offline data online
+        data = data if data is not None else resolve_dataset(ctx)[1]
+        offline = ReplayBuffer.from_dataset(data, device, seed=derived_seed(cfg.seed, "replay"))
     controller = make_controller(controller_cfg, task.cost_limit)
     seed_everything(cfg.seed, "finetune")
     iterations = cfg.budget.online_iterations
@@ -411,7 +426,9 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
         iterations * agent_cfg.episodes_per_iteration * task.max_episode_steps,
     )
     buffer = ReplayBuffer(obs_dim, act_dim, capacity, device, seed=cfg.seed)
-    learner = OnlineLearner(agent, controller, env, buffer, seed=cfg.seed)
+    learner = OnlineLearner(
+        agent, controller, env, buffer, cfg.seed, offline=offline, total_iterations=iterations
+    )
 
     def run_eval() -> EvalResult:
         return evaluate(agent.actor, eval_envs, task, cfg.budget.eval_episodes, cfg.seed, device)

@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from marvel.envs import step_cost
-from marvel.nets import SquashedGaussianActor
+
+
+class Policy(Protocol):
+    """What acts in an env: ``act(obs (1, obs_dim), deterministic) -> action (1, act_dim)``."""
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
+
+
+class JumpStart:
+    """JSRL's policy for one episode (Uchendu et al. 2023): the guide acts for the first
+    ``guide_steps`` steps, the learner after; ``guide_acted`` counts the guide's steps."""
+
+    def __init__(self, guide: Policy, learner: Policy, guide_steps: int) -> None:
+        self.guide, self.learner, self.guide_steps = guide, learner, guide_steps
+        self.steps = self.guide_acted = 0
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        guided = self.steps < self.guide_steps
+        self.steps += 1
+        self.guide_acted += guided
+        return (self.guide if guided else self.learner).act(obs, deterministic)
 
 
 @dataclass
@@ -36,7 +57,7 @@ def episode_seed(seed: int, index: int) -> int:
 
 def run_episode(
     env: gym.Env,
-    actor: SquashedGaussianActor,
+    actor: Policy,
     device: torch.device,
     *,
     seed: int,

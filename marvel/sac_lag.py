@@ -28,7 +28,7 @@ from marvel.nets import (
     polyak_update,
 )
 from marvel.offline.base import Pretrained
-from marvel.rollout import Episode, episode_seed, run_episode
+from marvel.rollout import Episode, JumpStart, episode_seed, run_episode
 
 LAMBDA_UPDATE_EVERY = ("update", "minibatch", "iteration")
 
@@ -64,6 +64,17 @@ class SACLagConfig:
     kl_to_prior: float = 0.0  # beta of a PROTO-style beta * KL(pi || pi_0) in the actor loss
     target_noise_std: float = 0.0  # SO2: N(0, std^2) noise on target actions (SO2: 0.1)
     target_noise_clip: float = 0.5  # the noise is clipped to +-clip (TD3/SO2 practice)
+    # Hybrid replay: the share of every minibatch drawn from the offline dataset, the rest from
+    # the online buffer (RLPD-style symmetric sampling is 0.5; 0 = pure online, Marvel).
+    offline_fraction: float = 0.0
+    # JSRL: pi_0 (frozen) acts for the first guide fraction of each episode's steps, the learner
+    # for the rest; the fraction falls linearly from this value to 0 over the finetuning
+    # iterations (JSRL's curriculum; 0 = off, Marvel). Only the learner is updated.
+    jsrl_initial_fraction: float = 0.0
+    # PEX, policy expansion: each step samples a0 ~ pi_0 (frozen) and a ~ pi and acts with a0
+    # with probability softmax(Q_r(s, .) / pex_temperature)[a0] (min over Q_r heads).
+    pex: bool = False
+    pex_temperature: float = 1.0  # PEX's default
     # When lambda <- controller.update(J_c) runs: per update (METHOD.md), per minibatch (code).
     lambda_update_every: str = "update"
     buffer_capacity: int = 1_000_000
@@ -91,8 +102,9 @@ class SACLag:
         )
         self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_cost_lr)
         self.alpha_optimizer = adam([self.log_alpha], lr=cfg.alpha_lr)
+        # pi_0, frozen: the KL-to-prior penalty's target, JSRL's guide, PEX's second policy
         self.prior_actor: SquashedGaussianActor | None = None
-        if cfg.kl_to_prior > 0:
+        if cfg.kl_to_prior > 0 or cfg.jsrl_initial_fraction > 0 or cfg.pex:
             self.freeze_prior()
 
     def load_pretrained(self, pretrained: Pretrained) -> None:
@@ -115,7 +127,7 @@ class SACLag:
             self.freeze_prior()
 
     def freeze_prior(self) -> None:
-        """Keep a frozen copy of the current actor as pi_0 for the KL-to-prior penalty."""
+        """Keep a frozen copy of the current actor as pi_0 (KL-to-prior, JSRL, PEX)."""
         self.prior_actor = copy.deepcopy(self.actor).requires_grad_(False)
 
     @property
@@ -213,6 +225,8 @@ class SACLag:
     def state_dict(self) -> dict[str, Any]:
         state = {name: m.state_dict() for name, m in self._modules().items()}
         state["log_alpha"] = self.log_alpha.detach().clone()
+        if self.prior_actor is not None:
+            state["prior_actor"] = self.prior_actor.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -221,6 +235,38 @@ class SACLag:
             module.load_state_dict(state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
+        if self.prior_actor is not None:
+            self.prior_actor.load_state_dict(state["prior_actor"])
+
+
+class PolicyExpansion:
+    """PEX's policy (Zhang et al. 2023): at each step it samples an action from pi_0 and one
+    from pi and acts with one of them, drawn with probabilities softmax(Q_r / temperature) over
+    their reward values; ``prior_chosen`` / ``steps`` is its rate of pi_0's actions."""
+
+    def __init__(self, agent: SACLag, temperature: float) -> None:
+        self.agent, self.temperature = agent, temperature
+        self.steps = self.prior_chosen = 0
+
+    @torch.no_grad()
+    def choice_probabilities(
+        self, obs: torch.Tensor, prior_act: torch.Tensor, act: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, 2): the probabilities of acting with pi_0's action and with pi's."""
+        critic = self.agent.reward_critic
+        values = torch.stack(
+            [critic(obs, prior_act).min(0).values, critic(obs, act).min(0).values], dim=-1
+        )
+        return torch.softmax(values / self.temperature, dim=-1)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        prior_act = self.agent.prior_actor.act(obs, deterministic)
+        act = self.agent.actor.act(obs, deterministic)
+        choice = torch.multinomial(self.choice_probabilities(obs, prior_act, act), 1)
+        prior = choice == 0  # (B, 1)
+        self.steps += obs.shape[0]
+        self.prior_chosen += int(prior.sum())
+        return torch.where(prior, prior_act, act)
 
 
 class OnlineLearner:
@@ -234,13 +280,22 @@ class OnlineLearner:
         env: gym.Env,
         buffer: ReplayBuffer,
         seed: int,
+        offline: ReplayBuffer | None = None,
+        total_iterations: int = 1,
     ) -> None:
+        """``offline``: the offline dataset, which hybrid replay (``offline_fraction > 0``)
+        mixes into every minibatch; ``total_iterations``: the budget JSRL's curriculum spans."""
         if agent.cfg.lambda_update_every not in LAMBDA_UPDATE_EVERY:
             raise ValueError(
                 f"lambda_update_every must be one of {LAMBDA_UPDATE_EVERY}, "
                 f"got {agent.cfg.lambda_update_every!r}"
             )
+        if agent.cfg.offline_fraction > 0 and offline is None:
+            raise ValueError("offline_fraction > 0 (hybrid replay) needs the offline dataset")
         self.agent, self.controller, self.env, self.buffer = agent, controller, env, buffer
+        self.offline, self.total_iterations = offline, total_iterations
+        self.guide_steps_taken = 0  # JSRL: pi_0's steps in the last rollout
+        self.prior_action_rate = 0.0  # PEX: the share of pi_0's actions in the last rollout
         self.seed = seed
         self.noise_rng = np.random.default_rng(seed)
         self.iteration = 0
@@ -249,23 +304,38 @@ class OnlineLearner:
         self.env_steps = 0
         self.cumulative_cost = 0.0
 
+    def guide_fraction(self) -> float:
+        """JSRL: the share of this iteration's episode steps pi_0 acts for (0 without JSRL)."""
+        progress = self.iteration / max(self.total_iterations, 1)
+        return self.agent.cfg.jsrl_initial_fraction * max(0.0, 1.0 - progress)
+
     def rollout(self, num_episodes: int, action_noise: float = 0.0) -> list[Episode]:
-        """Roll out ``num_episodes`` stochastic episodes and add them to the replay buffer."""
-        episodes = []
+        """Roll out ``num_episodes`` stochastic episodes and add them to the replay buffer
+        (with JSRL, pi_0 acting for the first ``guide_fraction`` of each episode's steps)."""
+        cfg, episodes = self.agent.cfg, []
+        guide_steps = round(self.guide_fraction() * self.env.spec.max_episode_steps)
+        self.guide_steps_taken = 0
+        expansion = PolicyExpansion(self.agent, cfg.pex_temperature) if cfg.pex else None
         for _ in range(num_episodes):
+            policy = self.agent.actor if expansion is None else expansion
+            if guide_steps > 0:
+                policy = JumpStart(self.agent.prior_actor, self.agent.actor, guide_steps)
             episode = run_episode(
                 self.env,
-                self.agent.actor,
+                policy,
                 self.agent.device,
                 seed=episode_seed(self.seed, self.episodes),
                 action_noise=action_noise,
                 rng=self.noise_rng,
             )
             self.buffer.add(episode.transitions)
+            self.guide_steps_taken += getattr(policy, "guide_acted", 0)
             self.episodes += 1
             self.env_steps += episode.length
             self.cumulative_cost += episode.cost
             episodes.append(episode)
+        if expansion is not None:
+            self.prior_action_rate = expansion.prior_chosen / max(expansion.steps, 1)
         return episodes
 
     def improve(self, episode_cost: float) -> dict[str, float]:
@@ -278,7 +348,7 @@ class OnlineLearner:
         for _ in range(cfg.updates_per_iteration):
             if every == "update":
                 self.controller.update(episode_cost)
-            batch = self.buffer.sample(cfg.batch_size)
+            batch = self.sample_batch()
             for start in range(0, cfg.batch_size, cfg.minibatch_size):
                 if every == "minibatch":
                     self.controller.update(episode_cost)
@@ -289,9 +359,33 @@ class OnlineLearner:
             self.updates += 1
         return {name: float(total) / max(steps, 1) for name, total in totals.items()}
 
+    def sample_batch(self) -> Batch:
+        """One update's ``batch_size`` transitions, uniform from the online buffer. Hybrid
+        replay: each ``minibatch_size`` block holds round(offline_fraction * minibatch_size)
+        uniform samples of the offline dataset after its online ones."""
+        cfg = self.agent.cfg
+        if cfg.offline_fraction == 0:
+            return self.buffer.sample(cfg.batch_size)
+        blocks = cfg.batch_size // cfg.minibatch_size
+        n_offline = round(cfg.offline_fraction * cfg.minibatch_size)
+        n_online = cfg.minibatch_size - n_offline
+        online = self.buffer.sample(blocks * n_online)
+        offline = self.offline.sample(blocks * n_offline)
+        return {
+            key: torch.cat(
+                [
+                    online[key].unflatten(0, (blocks, n_online)),
+                    offline[key].unflatten(0, (blocks, n_offline)),
+                ],
+                dim=1,
+            ).flatten(0, 1)
+            for key in online
+        }
+
     def iteration_step(self) -> dict[str, float]:
         """One iteration; returns its metrics row (METHOD.md section 4, DESIGN.md names)."""
         cfg = self.agent.cfg
+        guide_fraction = self.guide_fraction()
         start = time.perf_counter()
         episodes = self.rollout(cfg.episodes_per_iteration)
         rollout_s = time.perf_counter() - start
@@ -309,6 +403,12 @@ class OnlineLearner:
             "train/alpha": float(self.agent.alpha),
             **losses,
             **self.controller.terms(),
+            **(
+                {"jsrl/guide_fraction": guide_fraction, "jsrl/guide_steps": self.guide_steps_taken}
+                if cfg.jsrl_initial_fraction > 0
+                else {}
+            ),
+            **({"pex/prior_action_rate": self.prior_action_rate} if cfg.pex else {}),
             "perf/env_steps_per_s": sum(e.length for e in episodes) / max(rollout_s, 1e-9),
             "perf/updates_per_s": cfg.updates_per_iteration / max(update_s, 1e-9),
         }
@@ -318,6 +418,7 @@ class OnlineLearner:
             "agent": self.agent.state_dict(),
             "controller": self.controller.state_dict(),
             "buffer": self.buffer.state_dict(),
+            "offline_sampler": None if self.offline is None else self.offline.generator.get_state(),
             "noise_rng": self.noise_rng.bit_generator.state,
             "counters": {
                 "iteration": self.iteration,
@@ -332,6 +433,8 @@ class OnlineLearner:
         self.agent.load_state_dict(state["agent"])
         self.controller.load_state_dict(state["controller"])
         self.buffer.load_state_dict(state["buffer"])
+        if self.offline is not None:  # the data is the dataset's; only the sampler moves
+            self.offline.generator.set_state(state["offline_sampler"])
         self.noise_rng.bit_generator.state = state["noise_rng"]
         counters = state["counters"]
         self.iteration, self.updates = int(counters["iteration"]), int(counters["updates"])

@@ -212,7 +212,18 @@ def test_cache_hit_gives_the_same_numbers(marvel_run: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    "preset", ["vpa_pid", "vpa_only", "apid_only", "offline_only", "kl_to_prior", "target_noise"]
+    "preset",
+    [
+        "vpa_pid",
+        "vpa_only",
+        "apid_only",
+        "offline_only",
+        "kl_to_prior",
+        "target_noise",
+        "hybrid_replay",
+        "jsrl",
+        "pex",
+    ],
 )
 def test_every_preset_runs(preset: str, marvel_run: Path, tmp_path: Path) -> None:
     run_cli(
@@ -221,6 +232,12 @@ def test_every_preset_runs(preset: str, marvel_run: Path, tmp_path: Path) -> Non
     summary = read_summary(tmp_path)
     assert summary["experiment"] == preset and "normalized_reward" in summary["eval"]
     assert summary["pretrained"]["cached"] is True  # every preset starts from the same pi_0
+    if preset == "jsrl":  # issue 7's contract: JSRL logs its guide share
+        rows = [r for r in read_metrics(tmp_path) if "train/episode_reward" in r]
+        assert [r["jsrl/guide_fraction"] for r in rows] == [1.0, 0.5]
+    if preset == "pex":  # and PEX its rate of pi_0's actions
+        rows = [r for r in read_metrics(tmp_path) if "train/episode_reward" in r]
+        assert all(0.0 <= r["pex/prior_action_rate"] <= 1.0 for r in rows)
 
 
 @pytest.mark.parametrize("algo", ["bearl", "bcql"])

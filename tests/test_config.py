@@ -89,8 +89,25 @@ def test_unknown_option_lists_valid_ones() -> None:
         ("stage=train", "stage"),
         ("stage=evaluate", "checkpoint"),
         ("data.source=web", "data.source"),
+        ("finetune.offline_fraction=1", "finetune.offline_fraction"),
+        ("resume=sometimes", "resume"),
+        ("eval_envs=0", "eval_envs"),
     ],
 )
 def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate(compose_config(override))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("experiment=from_scratch", "finetune.jsrl_initial_fraction=0.5"),
+        ("experiment=from_scratch", "finetune.pex=true"),
+        ("experiment=jsrl", "finetune.pex=true"),
+    ],
+)
+def test_jsrl_and_pex_need_one_pretrained_start(overrides: tuple[str, ...]) -> None:
+    """Both act with pi_0, so they need a pretrained start; they are separate baselines."""
+    with pytest.raises(ConfigError, match="jsrl_initial_fraction|finetune.pex"):
+        validate(compose_config(*overrides))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +16,8 @@ from marvel.envs import make_env, space_dims, task_spec
 from marvel.evaluate import evaluate, make_eval_envs
 from marvel.lagrange import DualAscent
 from marvel.nets import gaussian_kl
-from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
+from marvel.rollout import JumpStart
+from marvel.sac_lag import OnlineLearner, PolicyExpansion, SACLag, SACLagConfig
 from tests.conftest import random_batch
 
 CPU = torch.device("cpu")
@@ -155,3 +158,136 @@ def test_target_noise_changes_targets_only_when_on() -> None:
 
     assert critic_loss(0.0) == critic_loss(0.0)
     assert critic_loss(0.3) != critic_loss(0.0)
+
+
+def filled_buffer(reward: float, size: int = 500, seed: int = 0) -> ReplayBuffer:
+    """A buffer of ``size`` transitions whose rewards all equal ``reward`` (a source tag)."""
+    rng = np.random.default_rng(seed)
+    buffer = ReplayBuffer(5, 2, size, CPU, seed)
+    buffer.add(
+        {
+            "obs": rng.standard_normal((size, 5)),
+            "act": rng.uniform(-1, 1, (size, 2)),
+            "reward": np.full(size, reward),
+            "cost": np.zeros(size),
+            "next_obs": rng.standard_normal((size, 5)),
+            "done": np.zeros(size),
+        }
+    )
+    return buffer
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5])
+def test_hybrid_replay_batch_composition(fraction: float) -> None:
+    """Every minibatch holds round(fraction * minibatch_size) offline transitions (tagged by
+    reward -1) after its online ones (reward +1)."""
+    cfg = small_config(offline_fraction=fraction, batch_size=256, minibatch_size=64)
+    learner = OnlineLearner(
+        SACLag(5, 2, cfg, CPU),
+        DualAscent(20.0, 1e-2),
+        make_env("BallRun"),
+        filled_buffer(1.0),
+        seed=0,
+        offline=filled_buffer(-1.0, seed=1),
+    )
+    batch = learner.sample_batch()
+    assert all(v.shape[0] == 256 for v in batch.values())
+    n_offline = round(fraction * 64)
+    for block in batch["reward"].split(64):
+        expected = [1.0] * (64 - n_offline) + [-1.0] * n_offline
+        assert block.tolist() == expected
+
+
+def test_hybrid_replay_needs_the_offline_data() -> None:
+    with pytest.raises(ValueError, match="needs the offline dataset"):
+        OnlineLearner(
+            SACLag(5, 2, small_config(offline_fraction=0.5), CPU),
+            DualAscent(20.0, 1e-2),
+            make_env("BallRun"),
+            filled_buffer(1.0),
+            seed=0,
+        )
+
+
+class ConstantPolicy:
+    """Acts ``value`` on every coordinate: tells which policy of a JumpStart acted."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return torch.full((obs.shape[0], 2), self.value)
+
+
+def test_jump_start_hands_over_after_the_guide_steps() -> None:
+    policy = JumpStart(ConstantPolicy(1.0), ConstantPolicy(-1.0), guide_steps=3)
+    actions = [policy.act(torch.zeros(1, 5))[0, 0].item() for _ in range(5)]
+    assert actions == [1.0, 1.0, 1.0, -1.0, -1.0] and policy.guide_acted == 3
+
+
+def test_jsrl_guide_fraction_follows_its_schedule() -> None:
+    """The guide share falls linearly from 1 to 0 over the budget, and pi_0 acts for exactly
+    round(share * episode length) steps of each episode."""
+    cfg = small_config(jsrl_initial_fraction=1.0, episodes_per_iteration=2, updates_per_iteration=1)
+    env = make_env("BallCircle")
+    obs_dim, act_dim = space_dims(env)
+    buffer = ReplayBuffer(obs_dim, act_dim, 10_000, CPU, 0)
+    agent = SACLag(obs_dim, act_dim, cfg, CPU)
+    learner = OnlineLearner(agent, DualAscent(20.0, 1e-2), env, buffer, 0, total_iterations=4)
+    length = env.spec.max_episode_steps
+    rows = [learner.iteration_step() for _ in range(4)]
+    assert [r["jsrl/guide_fraction"] for r in rows] == [1.0, 0.75, 0.5, 0.25]
+    assert [r["jsrl/guide_steps"] for r in rows] == [
+        2 * round(f * length) for f in (1, 0.75, 0.5, 0.25)
+    ]
+    assert learner.guide_fraction() == 0.0  # the budget is spent
+
+
+def test_prior_actor_travels_with_the_agent_state() -> None:
+    """KL-to-prior and JSRL read pi_0: a resumed agent must get it back, not its own start."""
+    cfg = small_config(kl_to_prior=0.1)
+    torch.manual_seed(0)
+    original = SACLag(5, 2, cfg, CPU)
+    torch.manual_seed(1)
+    resumed = SACLag(5, 2, cfg, CPU)
+    resumed.load_state_dict(original.state_dict())
+    obs = torch.randn(4, 5)
+    assert torch.equal(resumed.prior_actor.act(obs, True), original.prior_actor.act(obs, True))
+
+
+def test_pex_choice_probabilities_are_the_softmax_of_reward_values() -> None:
+    """On a fixed state, PEX picks pi_0's action with probability
+    exp(Q0 / T) / (exp(Q0 / T) + exp(Q1 / T)), Q = min over the reward heads."""
+    torch.manual_seed(0)
+    agent = SACLag(5, 2, small_config(pex=True, pex_temperature=0.5), CPU)
+    obs = torch.randn(1, 5)
+    prior_act, act = torch.tensor([[0.5, -0.5]]), torch.tensor([[-0.2, 0.9]])
+    expansion = PolicyExpansion(agent, temperature=0.5)
+    with torch.no_grad():
+        q0 = agent.reward_critic(obs, prior_act).min(0).values.item()
+        q1 = agent.reward_critic(obs, act).min(0).values.item()
+    expected = math.exp(q0 / 0.5) / (math.exp(q0 / 0.5) + math.exp(q1 / 0.5))
+    probs = expansion.choice_probabilities(obs, prior_act, act)
+    assert probs[0, 0].item() == pytest.approx(expected, rel=1e-6)
+    assert probs.sum().item() == pytest.approx(1.0)
+
+
+def test_pex_acts_with_the_chosen_policy_and_counts_it() -> None:
+    """Near-greedy (temperature 1e-6), PEX acts with whichever action Q_r values more."""
+    torch.manual_seed(0)
+    agent = SACLag(5, 2, small_config(pex=True), CPU)
+    with torch.no_grad():  # pi moves away from pi_0, so the two propose different actions
+        for param in agent.actor.parameters():
+            param.add_(0.5 * torch.randn_like(param))
+    expansion = PolicyExpansion(agent, temperature=1e-6)  # near-greedy on Q_r
+    obs = torch.randn(200, 5)
+    with torch.no_grad():
+        prior_act, act = agent.prior_actor.act(obs, True), agent.actor.act(obs, True)
+        p_prior = expansion.choice_probabilities(obs, prior_act, act)[:, 0]
+    chosen = expansion.act(obs, deterministic=True)
+    decisive = (p_prior > 0.999) | (p_prior < 0.001)
+    assert decisive.sum() > 150
+    expected = torch.where((p_prior > 0.5)[:, None], prior_act, act)
+    assert torch.equal(chosen[decisive], expected[decisive])
+    assert expansion.steps == 200
+    assert expansion.prior_chosen == int((chosen == prior_act).all(-1).sum())

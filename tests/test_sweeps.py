@@ -23,7 +23,7 @@ register_configs()
 ABLATION = ["marvel", "vpa_pid", "vpa_only", "apid_only", "warm_start", "from_scratch"]
 SWEEP_JOBS = {  # sweep -> number of jobs at budget=smoke (2 seeds)
     "ablation": 6 * 2,
-    "baselines": 4 * 2,
+    "baselines": 7 * 2,
     "offline_algos": 2 * 3 * 2,
     "envs": 8 * 2,
     "init_lambda": 2 * 2,
