@@ -56,6 +56,16 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def remove_partial_writes(path: str | os.PathLike) -> None:
+    """Delete the temp files interrupted ``atomic_write`` calls left beside ``path`` and its
+    siblings of the same stem (``x.hdf5``, ``x.json``...): a SIGKILL skips their cleanup. They
+    are never taken for the real file; this only reclaims the space. Call it where no writer of
+    ``path`` can be running (under its lock, or at the start of the run that owns it)."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{path.stem}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def locked(path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` across processes (through ``.locks/<name>.lock`` in
@@ -77,6 +87,7 @@ def locked(path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -
             on_wait()
         lock.acquire()
     try:
+        remove_partial_writes(path)  # a killed job's leftovers: nobody else writes it now
         yield
     finally:
         lock.release()

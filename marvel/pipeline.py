@@ -44,7 +44,7 @@ from marvel.data.dsrl_files import (
 from marvel.envs import TaskSpec, make_env, space_dims, task_spec
 from marvel.errors import CheckpointError, MarvelError, NumericalFault, check_finite
 from marvel.evaluate import EvalResult, evaluate, make_eval_envs
-from marvel.fsutil import locked, sha256_file
+from marvel.fsutil import locked, remove_partial_writes, sha256_file
 from marvel.lagrange import make_controller
 from marvel.launch import SweepInfo
 from marvel.logging import RunLogger, run_metadata
@@ -618,6 +618,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
     task_name = load_checkpoint(cfg.checkpoint)["task"] if cfg.stage == "evaluate" else cfg.env.name
     task = task_spec(task_name, cfg.env.cost_limit)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_writes(run_dir / "checkpoints" / LAST)
     resume = resume_point(cfg, run_dir)
     log(f"{cfg.experiment} | stage={cfg.stage} | {task.name} | seed {cfg.seed} | {device}")
     log(f"run dir: {run_dir}")

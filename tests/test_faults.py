@@ -14,6 +14,7 @@ import torch
 from marvel import pipeline
 from marvel.checkpoint import FORMAT, load_checkpoint
 from marvel.errors import NumericalFault
+from marvel.fsutil import locked
 from marvel.sac_lag import OnlineLearner
 from tests.conftest import ROOT, read_metrics, read_summary, run_cli
 from tests.test_cli import assert_clean_error
@@ -131,3 +132,15 @@ def test_unwritable_output_dir_ends_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     proc = run_cli(*SMOKE, f"hydra.run.dir={tmp_path / 'a-file' / 'run'}", check=False)
     assert_clean_error(proc, "cannot write to the output dir", "hydra.run.dir=<a writable dir>")
+
+
+def test_leftovers_of_a_killed_write_are_removed_under_the_lock(tmp_path: Path) -> None:
+    """A SIGKILL mid-``atomic_write`` leaves a hidden temp file; the next holder of the entry's
+    lock removes it (and those of the entry's sidecars), leaving other entries alone."""
+    leftovers = [tmp_path / ".entry.hdf5.a1.tmp", tmp_path / ".entry.json.b2.tmp"]
+    other = tmp_path / ".entry2.hdf5.c3.tmp"
+    for path in [*leftovers, other]:
+        path.write_bytes(b"half")
+    with locked(tmp_path / "entry.hdf5"):
+        pass
+    assert not any(path.exists() for path in leftovers) and other.exists()
