@@ -57,11 +57,10 @@ def vector_step_costs(info: dict[str, Any], ended: np.ndarray) -> np.ndarray:
     reset already: its last step's info sits in ``final_info``. Bullet Safety Gym omits ``cost``
     when it is zero, so the key may be missing or masked off (``_cost``)."""
     costs = np.zeros(len(ended))
-    for i in range(len(ended)):
-        if ended[i]:
-            costs[i] = step_cost(info["final_info"][i])
-        elif info.get("_cost", np.zeros(len(ended), dtype=bool))[i]:
-            costs[i] = float(info["cost"][i])
+    if "cost" in info:
+        costs = np.where(info["_cost"], info["cost"], 0.0).astype(np.float64)
+    for i in np.flatnonzero(ended):
+        costs[i] = step_cost(info["final_info"][i])
     return costs
 
 

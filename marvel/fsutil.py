@@ -47,6 +47,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def json_digest(obj: Any) -> str:
+    """Hex SHA-256 of ``obj`` as canonical JSON (sorted keys): a key for what a setting
+    determines (a cache entry, a resumable run)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -6,7 +6,6 @@ config, caches what a later run can reuse (collected datasets), logs, and checkp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -44,7 +43,7 @@ from marvel.data.dsrl_files import (
 from marvel.envs import TaskSpec, make_env, space_dims, task_spec
 from marvel.errors import CheckpointError, MarvelError, NumericalFault, check_finite
 from marvel.evaluate import EvalResult, evaluate, make_eval_envs
-from marvel.fsutil import locked, remove_partial_writes, sha256_file
+from marvel.fsutil import json_digest, locked, remove_partial_writes, sha256_file
 from marvel.lagrange import make_controller
 from marvel.launch import SweepInfo
 from marvel.logging import RunLogger, run_metadata
@@ -209,12 +208,10 @@ def load_pretrained_entry(
     """A cached pretrained model, refused with one clear line when its recorded settings
     (task, algorithm, sizes, dataset, ...) are not ``spec`` or its networks do not fit."""
     state = load_checkpoint(path)
-    recorded = state.get("spec")
+    recorded = state["spec"] if isinstance(state.get("spec"), dict) else {}
     fix = "delete it to pretrain again"
-    if not isinstance(recorded, dict) or recorded != spec:
-        differ = sorted(
-            k for k in spec if not isinstance(recorded, dict) or recorded.get(k) != spec[k]
-        )
+    if recorded != spec:
+        differ = sorted(k for k in spec if recorded.get(k) != spec[k])
         raise CheckpointError(
             f"{path} is not the pretrained model this run needs (its {', '.join(differ)} "
             f"differ); {fix}"
@@ -249,7 +246,7 @@ def pretrained_start(
         "dataset_sha256": identity.sha256,
         "seed": cfg.offline.seed,
     }
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    key = json_digest(spec)[:16]
     path = Path(cfg.paths.cache_dir).expanduser() / "pretrained" / f"{task.name}-{algo}-{key}.pt"
     with locked(path, on_wait=lambda: log(f"waiting for another job to pretrain {path}")):
         cached = path.is_file()
@@ -537,7 +534,7 @@ def config_digest(cfg: DictConfig) -> str:
     resumed only by the config that wrote it."""
     container = OmegaConf.to_container(cfg, resolve=True)
     kept = {k: v for k, v in container.items() if k not in RESUME_IGNORES}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(kept)
 
 
 RESUMABLE_STAGES = ("pretrain", "finetune", "all")

@@ -7,8 +7,6 @@ per-episode action noise, so the data spans poor-to-good and safe-to-unsafe beha
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +20,7 @@ from marvel.data.buffer import ReplayBuffer
 from marvel.data.dsrl_files import DatasetIdentity
 from marvel.data.hdf5_io import episode_returns, save_cr_plot, write_dsrl_hdf5
 from marvel.envs import TaskSpec, make_env, space_dims
-from marvel.fsutil import atomic_write_json, sha256_file
+from marvel.fsutil import atomic_write_json, json_digest, sha256_file
 from marvel.lagrange import DualAscent
 from marvel.rollout import Episode
 from marvel.sac_lag import OnlineLearner, SACLag
@@ -48,7 +46,7 @@ def content_key(task: TaskSpec, cfg: CollectConfig, num_episodes: int, seed: int
         "episodes": num_episodes,
         "seed": seed,
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(spec)[:16]
 
 
 def _to_dsrl(episodes: list[Episode]) -> dict[str, np.ndarray]:
