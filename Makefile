@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 
 # torch==2.13.0 first: a local CPU wheel here, and it satisfies the `torch>=2.4` range so pip adds
 # no CUDA build. dsrl==0.1.0 with --no-deps: its safety-gymnasium pin pulls pygame==2.1.0, which
-# does not build on Python 3.11, and marvel uses only dsrl's Bullet part.
+# does not build on Python 3.11; marvel never imports dsrl's safety-gymnasium module. The mujoco
+# extra adds the velocity tasks (a 4 MB wheel); `pip install -e .` alone serves the Bullet tasks.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,mujoco]"
 	$(BIN)/pip install -q --no-deps dsrl==0.1.0
 	touch $(STAMP)
 

@@ -2,8 +2,9 @@
 
 import os
 
-# dsrl imports its safety-gymnasium and MetaDrive parts eagerly; marvel uses only the Bullet part,
-# and those two cannot be installed on Python 3.11. Silence dsrl's warning about them.
+# dsrl imports its safety-gymnasium and MetaDrive parts eagerly; neither installs on Python 3.11
+# and marvel uses neither (its velocity tasks run on gymnasium's MuJoCo envs, marvel.envs).
+# Silence dsrl's warning about them.
 os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
 
 __version__ = "0.1.0"

@@ -1,11 +1,15 @@
-"""Bullet Safety Gym tasks through gymnasium, with DSRL's episode lengths and reference returns.
+"""The paper's tasks through gymnasium, with DSRL's episode lengths and reference returns.
 
-Every constant about a task (episode length, reference returns for normalization) is read from
-``dsrl.infos`` at run time, never copied, so marvel scores agree with DSRL's by construction.
+Two families: Bullet Safety Gym's Circle/Run tasks, and Safety-Gymnasium's velocity tasks rebuilt
+on gymnasium's MuJoCo v4 envs (``safety-gymnasium`` itself does not install on Python 3.11; the
+MuJoCo packages are the optional extra ``marvel[mujoco]``). Every constant about a task (episode
+length, reference returns for normalization) is read from ``dsrl.infos`` at run time, never
+copied, so marvel scores agree with DSRL's by construction.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +41,9 @@ with real_std_streams():
 
 from dsrl import infos as dsrl_infos  # noqa: E402  (after bullet-safety-gym, which dsrl wraps)
 
-TASKS: tuple[str, ...] = (
+from marvel.errors import MarvelError  # noqa: E402
+
+BULLET_TASKS: tuple[str, ...] = (
     "BallCircle",
     "BallRun",
     "CarCircle",
@@ -49,8 +55,48 @@ TASKS: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class VelocityConstraint:
+    """Safety-Gymnasium's velocity constraint (safety-gymnasium 0.4.0, which dsrl 0.1.0 pins:
+    ``safety_gymnasium/tasks/safety_velocity/*_v1.py``; unchanged since): a step costs 1 when
+    the agent's velocity exceeds ``threshold``, else 0. The velocity is the forward x-velocity
+    of the root, (x_after - x_before) / dt, or for Ant the speed of the torso's centre of mass
+    in the xy-plane; gymnasium's v4 envs report both in ``info`` computed exactly so, and their
+    rewards, terminations and observations are those Safety-Gymnasium inherits."""
+
+    gym_id: str
+    threshold: float
+    planar: bool = False  # speed in the xy-plane (Ant) instead of the forward x-velocity
+
+    def velocity(self, info: dict[str, Any]) -> float:
+        if self.planar:
+            return float(np.hypot(info["x_velocity"], info["y_velocity"]))
+        return float(info["x_velocity"])
+
+    def cost(self, info: dict[str, Any]) -> float:
+        return float(self.velocity(info) > self.threshold)
+
+
+# The v1 thresholds, the version DSRL's files were recorded on (SafetyXVelocityGymnasium-v1).
+VELOCITY_CONSTRAINTS: dict[str, VelocityConstraint] = {
+    "HalfCheetahVelocity": VelocityConstraint("HalfCheetah-v4", 3.2096),
+    "HopperVelocity": VelocityConstraint("Hopper-v4", 0.7402),
+    "SwimmerVelocity": VelocityConstraint("Swimmer-v4", 0.2282),
+    "Walker2dVelocity": VelocityConstraint("Walker2d-v4", 2.3415),
+    "AntVelocity": VelocityConstraint("Ant-v4", 2.6222, planar=True),
+}
+VELOCITY_TASKS: tuple[str, ...] = tuple(VELOCITY_CONSTRAINTS)
+TASKS: tuple[str, ...] = BULLET_TASKS + VELOCITY_TASKS
+MUJOCO_MODULES = ("mujoco", "imageio")  # what gymnasium's MuJoCo envs import
+MUJOCO_EXTRA_HINT = 'install the MuJoCo extra: pip install -e ".[mujoco]"'
+
+
 class UnknownTaskError(ValueError):
     """Raised for a task name marvel does not know; the message lists the valid ones."""
+
+
+class MissingExtraError(MarvelError, ImportError):
+    """A task whose simulator is an optional extra that is not installed; names the extra."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +122,16 @@ class TaskSpec:
 
 
 def check_task(name: str) -> None:
+    """Raise for an unknown task (listing the valid ones) or a missing simulator extra."""
     if name not in TASKS:
         raise UnknownTaskError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+    if name in VELOCITY_CONSTRAINTS:
+        missing = [m for m in MUJOCO_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise MissingExtraError(
+                f"{name} runs on MuJoCo, but {', '.join(missing)} is not installed; "
+                + MUJOCO_EXTRA_HINT
+            )
 
 
 def task_spec(name: str, cost_limit: float = 20.0) -> TaskSpec:
@@ -87,7 +141,9 @@ def task_spec(name: str, cost_limit: float = 20.0) -> TaskSpec:
         raise ValueError(f"cost limit must be >= 0, got {cost_limit}")
     return TaskSpec(
         name=name,
-        gym_id=f"Safety{name}-v0",
+        gym_id=VELOCITY_CONSTRAINTS[name].gym_id
+        if name in VELOCITY_CONSTRAINTS
+        else f"Safety{name}-v0",
         max_episode_steps=int(dsrl_infos.DEFAULT_MAX_EPISODE_STEPS[name]),
         reward_min=float(dsrl_infos.MIN_EPISODE_REWARD[name]),
         reward_max=float(dsrl_infos.MAX_EPISODE_REWARD[name]),
@@ -118,11 +174,34 @@ class ReproducibleReset(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
 
+class VelocityCost(gym.Wrapper):
+    """Adds Safety-Gymnasium's per-step velocity cost to a gymnasium MuJoCo env's ``info``.
+
+    No reset wrapper is needed here: a MuJoCo reset clears the whole simulator state and draws
+    the initial state from the env's own seeded RNG, so an episode depends on its seed alone.
+    """
+
+    def __init__(self, env: gym.Env, constraint: VelocityConstraint) -> None:
+        super().__init__(env)
+        self.constraint = constraint
+
+    def step(self, action: np.ndarray):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["cost"] = self.constraint.cost(info)
+        return obs, reward, terminated, truncated, info
+
+
 def make_env(name: str, seed: int | None = None) -> gym.Env:
-    """A Bullet Safety Gym env with DSRL's episode length; ``seed`` seeds its first reset."""
+    """The task's env with DSRL's episode length and a ``cost`` in every step's ``info`` (Bullet
+    omits it when zero, see ``step_cost``); ``seed`` seeds its first reset."""
     spec = task_spec(name)
-    with real_std_streams():
-        env = ReproducibleReset(gym.make(spec.gym_id, max_episode_steps=spec.max_episode_steps))
+    if name in VELOCITY_CONSTRAINTS:
+        env = gym.make(spec.gym_id, max_episode_steps=spec.max_episode_steps)
+        env = VelocityCost(env, VELOCITY_CONSTRAINTS[name])
+    else:
+        with real_std_streams():
+            env = gym.make(spec.gym_id, max_episode_steps=spec.max_episode_steps)
+        env = ReproducibleReset(env)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)

@@ -30,6 +30,7 @@ PACKAGES = (
     "numpy",
     "gymnasium",
     "bullet-safety-gym",
+    "mujoco",  # the velocity tasks' simulator (the optional extra; null when not installed)
     "dsrl",
     "hydra-core",
     "omegaconf",

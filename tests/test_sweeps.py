@@ -26,6 +26,7 @@ SWEEP_JOBS = {  # sweep -> number of jobs at budget=smoke (2 seeds)
     "baselines": 7 * 2,
     "offline_algos": 2 * 3 * 2,
     "envs": 8 * 2,
+    "envs_velocity": 5 * 2,
     "init_lambda": 2 * 2,
 }
 

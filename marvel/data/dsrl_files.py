@@ -18,7 +18,6 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import gymnasium as gym
 import h5py
 import numpy as np
 from tqdm import tqdm
@@ -29,8 +28,8 @@ from marvel.errors import MarvelError
 from marvel.fsutil import atomic_write, atomic_write_json, locked, sha256_file
 
 with real_std_streams():  # dsrl imports bullet-safety-gym, which needs the real std streams
-    import dsrl.offline_bullet_safety_gym  # noqa: F401  (registers the Offline*-v0 envs)
     from dsrl.infos import DATASET_URLS
+    from dsrl.offline_env import OfflineEnvWrapper
 
 # dsrl 0.1.0's own host (data.offline-saferl.org, in dsrl.infos.DATASET_URLS) no longer answers;
 # DSRL's HEAD moved the files to Hugging Face. Only the host changed: the file names are identical.
@@ -203,13 +202,16 @@ def validate_dataset(path: str | os.PathLike, task: str) -> None:
 def load_dsrl_dataset(path: str | os.PathLike, task: str) -> dict[str, np.ndarray]:
     """Validate ``path``, then load it through dsrl's own ``get_dataset``.
 
+    dsrl's loader is ``OfflineEnv.get_dataset``, reached through dsrl's ``OfflineEnvWrapper``
+    around the task's env, so one path serves both families (dsrl's ``Offline*`` velocity envs
+    live in its ``offline_safety_gymnasium`` module, which cannot import without
+    ``safety-gymnasium``).
     Returns the DSRL keys as float32 arrays; terminals and timeouts as 0/1 of shape (N,).
     """
     validate_dataset(path, task)
-    with real_std_streams():
-        env = gym.make(f"Offline{task}-v0")
+    env = OfflineEnvWrapper(make_env(task))
     try:
-        data = env.unwrapped.get_dataset(h5path=str(path))
+        data = env.get_dataset(h5path=str(path))
     finally:
         env.close()
     data = {key: data[key] for key in DSRL_KEYS}
