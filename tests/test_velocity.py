@@ -5,6 +5,8 @@ tests/test_envs.py's, parametrized over all tasks."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,7 +16,7 @@ import pytest
 from marvel import envs
 from marvel.data.dsrl_files import DatasetError, dsrl_file_name, load_dsrl_dataset, validate_dataset
 from marvel.envs import VELOCITY_CONSTRAINTS, VELOCITY_TASKS, MissingExtraError, make_env
-from tests.conftest import read_metrics, read_summary, run_cli
+from tests.conftest import ROOT, read_metrics, read_summary, run_cli
 
 SMOKE = ("budget=smoke",)
 
@@ -68,6 +70,22 @@ def test_missing_mujoco_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[mujoco\]"'):
         envs.task_spec("HopperVelocity")
     envs.task_spec("BallRun")  # the Bullet tasks do not need it
+
+
+def test_missing_extra_is_one_line_from_the_command_line(tmp_path: Path) -> None:
+    """run.py as a user runs it, in a Python where the extra's imageio is missing."""
+    hide_imageio = (
+        "import sys, runpy, marvel.envs; marvel.envs.MUJOCO_MODULES = ('mujoco', 'no_imageio'); "
+        f"sys.argv = ['run.py', 'env=HopperVelocity', 'budget=smoke', 'hydra.run.dir={tmp_path}']; "
+        "runpy.run_path('run.py', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", hide_imageio], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert 'no_imageio is not installed; install the MuJoCo extra: pip install -e ".[mujoco]"' in (
+        proc.stderr
+    )
 
 
 def test_dsrl_file_names() -> None:
