@@ -29,7 +29,19 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("marvel", "warm_start", "from_scratch", "vpa_only", "apid_only", "vpa_pid")
+METHODS = (
+    "marvel",
+    "warm_start",
+    "from_scratch",
+    "vpa_only",
+    "apid_only",
+    "vpa_pid",
+    "target_noise",
+    "kl_to_prior",
+    "hybrid_replay",
+    "jsrl",
+    "pex",
+)
 FRACTIONS = (0.0, 0.25, 0.5, 1.0)
 
 
