@@ -198,6 +198,48 @@ def test_hybrid_replay_batch_composition(fraction: float) -> None:
         assert block.tolist() == expected
 
 
+def test_fused_schedule_steps_once_on_the_samples_the_paper_schedule_splits() -> None:
+    """``minibatch_size=256`` (the fused schedule, a labelled deviation) takes one gradient step
+    per update on exactly the 256 samples that the paper's schedule (minibatch 64) splits into
+    four consecutive steps, and that step is ``SACLag.update`` on the fixed batch, nothing else."""
+    recorded: dict[int, list[dict[str, torch.Tensor]]] = {}
+    learners = {}
+    for minibatch in (64, 256):
+        cfg = small_config(batch_size=256, minibatch_size=minibatch, updates_per_iteration=3)
+        torch.manual_seed(0)
+        agent = SACLag(5, 2, cfg, CPU)
+        reference = copy.deepcopy(agent)  # the fused agent before its updates (kept last)
+        learners[minibatch] = OnlineLearner(
+            agent, DualAscent(20.0, 0.0), make_env("BallRun"), filled_buffer(1.0), seed=0
+        )
+        recorded[minibatch] = []
+        step = agent.update
+
+        def recording_update(batch, lam, step=step, log=recorded[minibatch]):
+            log.append({k: v.clone() for k, v in batch.items()})
+            return step(batch, lam)
+
+        agent.update = recording_update
+    for learner in learners.values():
+        torch.manual_seed(1)  # the actor's reparameterization noise
+        learner.improve(episode_cost=25.0)
+
+    paper, fused = recorded[64], recorded[256]
+    assert (len(paper), len(fused)) == (12, 3)
+    for u, batch in enumerate(fused):
+        for key, value in batch.items():
+            assert torch.equal(torch.cat([mb[key] for mb in paper[4 * u : 4 * u + 4]]), value)
+
+    torch.manual_seed(1)
+    for batch in fused:  # the reference: SACLag.update on the same fixed batches
+        reference.update(batch, 0.0)
+    for name, module in reference._modules().items():
+        if isinstance(module, torch.nn.Module):
+            fused_state = getattr(learners[256].agent, name).state_dict()
+            for key, value in module.state_dict().items():
+                assert torch.equal(value, fused_state[key]), f"{name}.{key}"
+
+
 def test_hybrid_replay_needs_the_offline_data() -> None:
     with pytest.raises(ValueError, match="needs the offline dataset"):
         OnlineLearner(
