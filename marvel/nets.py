@@ -52,10 +52,13 @@ def polyak_update(net: nn.Module, target: nn.Module, tau: float) -> None:
 
 
 def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
-    """ReLU MLP: in -> hidden... -> out (linear output)."""
+    """ReLU MLP: in -> hidden... -> out (linear output).
+
+    The ReLUs work in place: a Linear's backward needs its input, never its output.
+    """
     layers: list[nn.Module] = []
     for width in hidden_sizes:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -72,7 +75,7 @@ class SquashedGaussianActor(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the pre-tanh Gaussian."""
-        h = F.relu(self.trunk(obs))
+        h = F.relu_(self.trunk(obs))
         return self.mu(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def forward(
@@ -126,7 +129,11 @@ def gaussian_kl(
 
 
 class EnsembleLinear(nn.Module):
-    """``num_heads`` independent linear layers applied as one batched matmul."""
+    """``num_heads`` independent linear layers applied as one batched matmul.
+
+    A one-unit layer (a critic's output) is a dot product per row, computed as multiply-sum:
+    MKL's batched GEMM runs that GEMV shape ~4x slower at two heads (benchmarks/README.md).
+    """
 
     def __init__(self, num_heads: int, in_dim: int, out_dim: int) -> None:
         super().__init__()
@@ -138,6 +145,8 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (heads, B, in) -> (heads, B, out)."""
+        if self.weight.shape[-1] == 1:
+            return (x * self.weight.transpose(1, 2)).sum(-1, keepdim=True) + self.bias
         return torch.baddbmm(self.bias, x, self.weight)
 
 
@@ -158,7 +167,7 @@ class CriticEnsemble(nn.Module):
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.num_heads, -1, -1)
         for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
+            x = F.relu_(layer(x))  # in place: a layer's backward needs its input, not output
         return self.layers[-1](x).squeeze(-1)
 
 

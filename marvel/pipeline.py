@@ -184,8 +184,9 @@ def stage_collect(ctx: RunContext) -> dict[str, Any]:
 
 
 # bump when a change makes cached pretrained models stale (3: fused Adam; 4: CPQ scores OOD
-# actions with the VAE's encoder alone, which draws no latent sample)
-PRETRAINED_FORMAT = 4
+# actions with the VAE's encoder alone, which draws no latent sample; 5: critic output layers
+# as multiply-sum, which rounds differently)
+PRETRAINED_FORMAT = 5
 
 
 def network_sizes(cfg: DictConfig) -> NetworkSizes:

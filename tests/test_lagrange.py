@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from marvel.lagrange import (
     AdaptivePID,
@@ -20,6 +21,22 @@ def test_sgd_step_is_lr_times_error() -> None:
     assert controller.update(30.0) == pytest.approx(0.1)  # lambda += lr * (J_c - d)
     assert controller.update(25.0) == pytest.approx(0.15)
     assert controller.terms() == {"lagrange/lambda": pytest.approx(0.15), "lagrange/error": 5.0}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_step_equals_the_autograd_step_of_the_dual_loss(optimizer: str) -> None:
+    """The controller sets the gradient -e of -lambda e directly; the result is bit-identical
+    to backpropagating that loss through the same torch optimizer."""
+    controller = DualAscent(cost_limit=20.0, lr=0.05, optimizer=optimizer)
+    lam = torch.nn.Parameter(torch.tensor(0.0))
+    reference = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optimizer]([lam], lr=0.05)
+    for cost in (40.0, 31.7, 12.3, 25.0, 0.0, 90.1, 19.99):
+        reference.zero_grad(set_to_none=True)
+        (-lam * (cost - 20.0)).backward()
+        reference.step()
+        with torch.no_grad():
+            lam.clamp_(min=0.0)
+        assert controller.update(cost) == lam.item()
 
 
 def test_lambda_rises_above_limit_and_is_projected_at_zero() -> None:

@@ -26,8 +26,8 @@ from marvel.rollout import Episode
 from marvel.sac_lag import OnlineLearner, SACLag
 
 # bump when the recipe changes what a given config produces (2: fused Adam; 3: resets free of
-# the previous episode, marvel.envs.ReproducibleReset)
-FORMAT_VERSION = 3
+# the previous episode, marvel.envs.ReproducibleReset; 4: critic output layers as multiply-sum)
+FORMAT_VERSION = 4
 
 
 def curriculum_cost_limit(cfg: CollectConfig, progress: float) -> float:
