@@ -185,8 +185,8 @@ def stage_collect(ctx: RunContext) -> dict[str, Any]:
 
 # bump when a change makes cached pretrained models stale (3: fused Adam; 4: CPQ scores OOD
 # actions with the VAE's encoder alone, which draws no latent sample; 5: critic output layers
-# as multiply-sum, which rounds differently)
-PRETRAINED_FORMAT = 5
+# as multiply-sum, which rounds differently; 6: the actor's log-probability from its noise, idem)
+PRETRAINED_FORMAT = 6
 
 
 def network_sizes(cfg: DictConfig) -> NetworkSizes:

@@ -32,6 +32,11 @@ def test_deterministic_action_is_tanh_mean() -> None:
     h = torch.relu(actor.trunk(obs))
     torch.testing.assert_close(actor.act(obs, deterministic=True), torch.tanh(actor.mu(h)))
     assert actor.act(obs).requires_grad is False
+    # its log-probability is the density at u = mu: N(mu; mu, sigma^2) / (1 - tanh(mu)^2)
+    mu, log_std = actor.mu(h), actor.log_std(h).clamp(-20, 2)
+    log_det = torch.log1p(-(torch.tanh(mu) ** 2))
+    expected = (Normal(mu, log_std.exp()).log_prob(mu) - log_det).sum(-1)
+    torch.testing.assert_close(actor(obs, deterministic=True)[1], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_ensemble_heads_are_independent_mlps() -> None:

@@ -26,8 +26,9 @@ from marvel.rollout import Episode
 from marvel.sac_lag import OnlineLearner, SACLag
 
 # bump when the recipe changes what a given config produces (2: fused Adam; 3: resets free of
-# the previous episode, marvel.envs.ReproducibleReset; 4: critic output layers as multiply-sum)
-FORMAT_VERSION = 4
+# the previous episode, marvel.envs.ReproducibleReset; 4: critic output layers as multiply-sum;
+# 5: the actor's log-probability from its standard-normal noise, which rounds differently)
+FORMAT_VERSION = 5
 
 
 def curriculum_cost_limit(cfg: CollectConfig, progress: float) -> float:
