@@ -65,10 +65,10 @@ class Sizes:
     """How much work each section does; --quick shrinks it."""
 
     episodes: int  # per timed rollout / evaluation round
-    repeats: int  # timed rounds of every measurement (see ``compare``) but the updates'
-    # The update rounds are short (20 steps, ~0.2 s at B = 256), so eight of them span ~3 s, which
-    # one episode of load from outside the VM can cover; 24 rounds (and as many GEMM rounds, so
-    # that both best-ofs draw alike) spread each schedule over ~10 s.
+    repeats: int  # timed rounds of each measurement (see ``compare``) but those below
+    # Timed rounds of the update schedules and the GEMM shapes (as many, so that both best-ofs
+    # draw alike). An update round is short (20 steps, ~0.2 s at B = 256): 8 of them span ~3 s,
+    # which one episode of load from outside the VM can cover; 24 span ~10 s.
     update_repeats: int
     improves: int  # OnlineLearner.improve calls per timed update round (5 updates each)
     collect_episodes: int

@@ -85,19 +85,25 @@ class SquashedGaussianActor(nn.Module):
 
         With ``deterministic`` the action is tanh(mu) (evaluation, METHOD.md section 7).
         """
+        u, noise, log_std = self.pre_tanh_sample(obs, deterministic)
+        return torch.tanh(u), pre_tanh_log_prob(u, noise, log_std)
+
+    def pre_tanh_sample(
+        self, obs: torch.Tensor, deterministic: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """u = mu + sigma * noise with noise ~ N(0, 1) (noise = 0 if ``deterministic``), the
+        noise and log sigma."""
         mu, log_std = self.distribution(obs)
         if deterministic:
-            noise = torch.zeros_like(mu)
-            u = mu
-        else:
-            noise = torch.randn_like(mu)
-            u = torch.addcmul(mu, log_std.exp(), noise)  # u = mu + sigma * noise
-        return torch.tanh(u), pre_tanh_log_prob(u, noise, log_std)
+            return mu, torch.zeros_like(mu), log_std
+        noise = torch.randn_like(mu)
+        return torch.addcmul(mu, log_std.exp(), noise), noise, log_std
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions for rollouts: no autograd graph."""
-        return self(obs, deterministic)[0]
+        """Actions for rollouts: no autograd graph and no log-probability (the same draws as
+        ``forward``, at ~60% of its cost per env step; benchmarks/README.md)."""
+        return torch.tanh(self.pre_tanh_sample(obs, deterministic)[0])
 
 
 def pre_tanh_log_prob(u: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -108,7 +114,8 @@ def pre_tanh_log_prob(u: torch.Tensor, noise: torch.Tensor, log_std: torch.Tenso
                     = sum_i [ -noise_i^2 / 2 - log sigma_i - log(2 pi) / 2
                               - 2 (log 2 - u_i - softplus(-2 u_i)) ]
 
-    (the change of variables a = tanh(u), with log(1 - tanh(u)^2) in its stable form). Written
+    (the change of variables a = tanh(u), with log(1 - tanh(u)^2) in its stable form; the
+    log pi of METHOD.md sections 3-4's targets and actor loss). Written
     with t = -2u as sum_i [2 softplus(t_i) - t_i - noise_i^2 / 2 - log sigma_i] minus the
     constants: about half the ops of the textbook form (benchmarks/README.md, issue 5).
     """

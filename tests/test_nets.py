@@ -26,6 +26,16 @@ def test_log_prob_matches_torch_distributions() -> None:
     torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_act_draws_the_same_actions_as_forward() -> None:
+    torch.manual_seed(0)
+    actor = SquashedGaussianActor(5, 3, [32, 32])
+    obs = torch.randn(16, 5)
+    torch.manual_seed(1)
+    sampled = actor(obs)[0]
+    torch.manual_seed(1)
+    torch.testing.assert_close(actor.act(obs), sampled, rtol=0, atol=0)
+
+
 def test_deterministic_action_is_tanh_mean() -> None:
     actor = SquashedGaussianActor(4, 2, [16, 16])
     obs = torch.randn(8, 4)
