@@ -290,6 +290,7 @@ def random_transitions(obs_dim: int, act_dim: int, size: int) -> dict[str, np.nd
         "cost": rng.integers(0, 2, size).astype(np.float32),
         "next_obs": rng.standard_normal((size, obs_dim), dtype=np.float32),
         "done": np.zeros(size, dtype=np.float32),
+        "timeout": np.zeros(size, dtype=np.float32),
     }
 
 

@@ -3,6 +3,9 @@
 ``python -m marvel.analysis <multirun dir> [more dirs] --out A`` reads every finetuning run
 (``summary.json`` with stage ``all`` or ``finetune``, found recursively) with its
 ``metrics.jsonl`` and resolved ``.hydra/config.yaml``;
+``python -m marvel.analysis <one run dir> [--out A]`` draws that run's own curves instead
+(``marvel.run_plot``: reward, cost with the limit, lambda, Q estimates against returns, the actor
+loss's two sides, KL to pi_0 and entropy) into ``A/curves.png`` (default: the run dir);
 ``python -m marvel.analysis --wandb ENTITY/PROJECT --group G --out A`` reads the same data
 through the W&B public API. Runs are grouped by (env, method); the method is the ``experiment``
 plus ``key=value`` for each config leaf that varies among that experiment's runs on the env
@@ -44,8 +47,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from marvel.errors import MarvelError
+from marvel.run_plot import plot_run
 
 PROG = "marvel.analysis"
+RUN_FILES = ("summary.json", "metrics.jsonl")
 FINETUNE_STAGES = ("all", "finetune")
 FINAL_KEYS = {  # final value -> its summary.json section
     "normalized_reward": "eval",
@@ -710,7 +715,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(local Hydra multirun dirs, or a W&B project with --wandb).",
     )
     parser.add_argument("dirs", nargs="*", type=Path, help="run or multirun directories")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--out", type=Path, help="output directory (one run dir: default that dir)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B")
     parser.add_argument("--group", help="W&B run group (with --wandb)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (2000)")
@@ -718,6 +723,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.dirs) == bool(args.wandb):
         parser.error("give run directories or --wandb ENTITY/PROJECT (one of them)")
+    if args.out is None and not is_single_run(args.dirs):
+        parser.error("--out is required unless the one directory given is a run dir")
     if args.group and not args.wandb:
         parser.error("--group needs --wandb")
     if args.reps < 1:
@@ -725,8 +732,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def is_single_run(dirs: Sequence[Path]) -> bool:
+    """One directory that is itself a run dir (its own summary.json and metrics.jsonl)."""
+    return len(dirs) == 1 and all((dirs[0] / name).is_file() for name in RUN_FILES)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.wandb and is_single_run(args.dirs):
+        summary = json.loads((args.dirs[0] / "summary.json").read_text())
+        if not _is_finetune_run(summary, str(args.dirs[0])):
+            print(f"{PROG}: error: {args.dirs[0]} is not a finetuning run", file=sys.stderr)
+            return 2
+        path = plot_run(args.dirs[0], (args.out or args.dirs[0]) / "curves.png")
+        print(f"wrote {path}")
+        return 0
     if args.wandb:
         where = f"W&B {args.wandb}" + (f" group {args.group}" if args.group else "")
     else:

@@ -20,7 +20,7 @@ from marvel.offline.bcql import BCQLConfig
 from marvel.offline.bearl import BEARLConfig
 from marvel.offline.cpq import CPQConfig
 from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLagConfig
-from marvel.vpa import VPAConfig
+from marvel.vpa import VPA_STARTS, VPAConfig
 
 STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
 OFFLINE_ALGOS = ("none", "cpq", "bearl", "bcql")
@@ -64,7 +64,8 @@ class CollectConfig:
     The cost limit moves linearly from ``cost_limit_start`` to ``cost_limit_end`` between the
     fractions ``curriculum_start`` and ``curriculum_end`` of the collection, so the data spans
     poor-to-good and safe-to-unsafe behaviour; each episode adds Gaussian action noise with a
-    std drawn uniformly from [0, action_noise_max].
+    std drawn uniformly from [0, action_noise_max]. The collecting agent's settings are its own
+    (they make the data, not the method), and it bootstraps through time-limit truncation.
     """
 
     cost_limit_start: float = 5.0
@@ -87,6 +88,8 @@ class CollectConfig:
             updates_per_iteration=50,
             batch_size=128,
             minibatch_size=128,
+            actor_uses_target_critics=False,
+            lambda_update_every="update",
         )
     )
 
@@ -140,6 +143,7 @@ class BudgetConfig:
     collect_episodes: int = MISSING
     offline_steps: int = MISSING
     vpa_iterations: int = MISSING
+    vpa_diagnostic_states: int = 32  # dataset states of VPA's diagnostic (0: none)
     seeds: int = 3  # seeds per configuration in the sweeps (sweeps/*.yaml: range(budget.seeds))
 
 
@@ -173,6 +177,9 @@ class MarvelConfig:
     # evaluation episodes run this many at a time, one env per worker process when > 1
     # (the scores are the same for any value: marvel/evaluate.py)
     eval_envs: int = 1
+    # False: done = terminal or time-limit truncation in every Bellman target (offline, VPA,
+    # online; the released code and OSRL); True: bootstrap through the time limit (textbook)
+    bootstrap_through_time_limit: bool = False
     sweep: str | None = None  # set by +sweep=<name> (sweeps/<name>.yaml)
 
 
@@ -234,6 +241,11 @@ def validate(cfg: Any) -> None:
         f"got {cfg.offline.algo!r}; valid: {', '.join(OFFLINE_ALGOS)}",
     )
     _check(
+        cfg.offline.cpq.ood_penalty in ("target", "differentiable"),
+        "offline.cpq.ood_penalty",
+        f"got {cfg.offline.cpq.ood_penalty!r}; valid: target, differentiable",
+    )
+    _check(
         cfg.offline.algo == "none" or cfg.offline.steps >= 1,
         "offline.steps",
         f"must be >= 1, got {cfg.offline.steps}",
@@ -259,6 +271,11 @@ def validate(cfg: Any) -> None:
         cfg.pid.lambda_init != "offline" or cfg.offline.algo != "none",
         "pid.lambda_init",
         "'offline' needs an offline algorithm (offline=cpq, offline=bearl or offline=bcql)",
+    )
+    _check(
+        cfg.vpa.start in VPA_STARTS,
+        "vpa.start",
+        f"got {cfg.vpa.start!r}; valid: {', '.join(VPA_STARTS)}",
     )
     _check(
         not cfg.vpa.enabled or cfg.vpa.iterations >= 1,

@@ -51,8 +51,9 @@ from marvel.offline.base import NetworkSizes, Pretrained, train_offline
 from marvel.offline.bcql import BCQL
 from marvel.offline.bearl import BEARL
 from marvel.offline.cpq import CPQ
+from marvel.placement import supports_placement
 from marvel.sac_lag import OnlineLearner, SACLag
-from marvel.vpa import align, critic_rank_correlation, monte_carlo_returns
+from marvel.vpa import ACTION_KINDS, align, critic_diagnostic, diagnostic_sample
 
 OFFLINE_ALGORITHMS = {"cpq": CPQ, "bearl": BEARL, "bcql": BCQL}
 
@@ -183,10 +184,8 @@ def stage_collect(ctx: RunContext) -> dict[str, Any]:
     return {"dataset": {**identity.to_dict(), "transitions": int(len(data["rewards"]))}}
 
 
-# bump when a change makes cached pretrained models stale (3: fused Adam; 4: CPQ scores OOD
-# actions with the VAE's encoder alone, which draws no latent sample; 5: critic output layers
-# as multiply-sum, which rounds differently; 6: the actor's log-probability from its noise, idem)
-PRETRAINED_FORMAT = 6
+# bump when a change makes cached pretrained models stale (the reasons: benchmarks/README.md)
+PRETRAINED_FORMAT = 7
 
 
 def network_sizes(cfg: DictConfig) -> NetworkSizes:
@@ -246,6 +245,7 @@ def pretrained_start(
         "cost_limit": task.cost_limit,
         "dataset_sha256": identity.sha256,
         "seed": cfg.offline.seed,
+        "bootstrap_through_time_limit": cfg.bootstrap_through_time_limit,
     }
     key = json_digest(spec)[:16]
     path = Path(cfg.paths.cache_dir).expanduser() / "pretrained" / f"{task.name}-{algo}-{key}.pt"
@@ -261,7 +261,9 @@ def pretrained_start(
             learner = OFFLINE_ALGORITHMS[algo](
                 obs_dim, act_dim, sizes, algo_cfg, task.cost_limit, task.max_episode_steps, device
             )
-            buffer = ReplayBuffer.from_dataset(data, device, seed=cfg.offline.seed)
+            buffer = ReplayBuffer.from_dataset(
+                data, device, cfg.offline.seed, cfg.bootstrap_through_time_limit
+            )
             done, last = 0, None
             resume = ctx.resuming("pretraining")
             if resume is not None and resume["spec"] == spec:
@@ -338,17 +340,26 @@ def stage_pretrain(ctx: RunContext) -> dict[str, Any]:
 def run_vpa(
     ctx: RunContext, agent: SACLag, data: dict[str, np.ndarray], env: gym.Env
 ) -> dict[str, Any]:
-    """Value Pre-Alignment of the agent's critics under its (frozen) actor, with the Spearman
-    diagnostic before and after (METHOD.md section 3)."""
+    """Value Pre-Alignment of the agent's critics under its (frozen) actor, from the pretrained
+    critics or fresh ones (``vpa.start``), with the paper's diagnostic before and after
+    (METHOD.md section 3)."""
     cfg = ctx.cfg
     vpa_cfg = OmegaConf.to_object(cfg.vpa)
     seed_everything(cfg.seed, "vpa")
-    offline = ReplayBuffer.from_dataset(data, ctx.device, seed=cfg.seed)
+    offline = ReplayBuffer.from_dataset(
+        data, ctx.device, cfg.seed, cfg.bootstrap_through_time_limit
+    )
     sample = None
-    if vpa_cfg.diagnostic_episodes > 0:
-        sample = monte_carlo_returns(agent, env, vpa_cfg.diagnostic_episodes, cfg.seed)
-        before = critic_rank_correlation(agent, sample)
-    log(f"VPA: aligning the critics for {vpa_cfg.iterations} iterations")
+    if vpa_cfg.diagnostic_states > 0 and supports_placement(ctx.task.name):
+        start = time.perf_counter()
+        sample = diagnostic_sample(agent, env, data, vpa_cfg, cfg.seed)
+        before = critic_diagnostic(agent, sample)
+        ctx.timings["vpa_diagnostic_s"] = time.perf_counter() - start
+    elif vpa_cfg.diagnostic_states > 0:
+        log(f"VPA: no diagnostic for {ctx.task.name} (its agent cannot be placed at a state)")
+    if vpa_cfg.start == "fresh":
+        agent.reset_critics()
+    log(f"VPA: aligning the {vpa_cfg.start} critics for {vpa_cfg.iterations} iterations")
     start = time.perf_counter()
     losses = align(
         agent,
@@ -357,21 +368,29 @@ def run_vpa(
         log=lambda metrics, it: ctx.logger.log(metrics, it, step_metric="vpa/iteration"),
     )
     ctx.timings["vpa_s"] = time.perf_counter() - start
-    summary: dict[str, Any] = {"iterations": vpa_cfg.iterations, **losses}
+    summary: dict[str, Any] = {"iterations": vpa_cfg.iterations, "start": vpa_cfg.start, **losses}
     if sample is not None:
-        after = critic_rank_correlation(agent, sample)
-        for name in ("spearman_reward", "spearman_cost"):
-            summary[f"{name}_before"], summary[f"{name}_after"] = before[name], after[name]
+        after = critic_diagnostic(agent, sample)
+        summary["diagnostic"] = {"states": len(sample.obs), "before": before, "after": after}
         finite = {
-            f"vpa/{k}": v for k, v in summary.items() if k.startswith("spearman") and v is not None
+            f"vpa/{when}/{k}": v
+            for when, values in (("before", before), ("after", after))
+            for k, v in values.items()
+            if v is not None
         }
         ctx.logger.log(finite, vpa_cfg.iterations, step_metric="vpa/iteration")
-        log(
-            "VPA: Spearman(Q_r, MC) "
-            f"{before['spearman_reward']} -> {after['spearman_reward']}, "
-            f"Spearman(Q_c, MC) {before['spearman_cost']} -> {after['spearman_cost']}"
-        )
+        for kind in ACTION_KINDS:
+            log(
+                f"VPA diagnostic, {kind} actions: Spearman(Q_r, MC) "
+                f"{_fmt(before[f'spearman_reward_{kind}'])} -> "
+                f"{_fmt(after[f'spearman_reward_{kind}'])}, Spearman(Q_c, MC) "
+                f"{_fmt(before[f'spearman_cost_{kind}'])} -> {_fmt(after[f'spearman_cost_{kind}'])}"
+            )
     return summary
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.2f}"
 
 
 def prepare_start(
@@ -415,7 +434,9 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
     offline = None
     if agent_cfg.offline_fraction > 0:  # hybrid replay samples the offline data online
         data = data if data is not None else resolve_dataset(ctx)[1]
-        offline = ReplayBuffer.from_dataset(data, device, seed=derived_seed(cfg.seed, "replay"))
+        offline = ReplayBuffer.from_dataset(
+            data, device, derived_seed(cfg.seed, "replay"), cfg.bootstrap_through_time_limit
+        )
     controller = make_controller(controller_cfg, task.cost_limit)
     seed_everything(cfg.seed, "finetune")
     iterations = cfg.budget.online_iterations
@@ -423,7 +444,9 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
         agent_cfg.buffer_capacity,
         iterations * agent_cfg.episodes_per_iteration * task.max_episode_steps,
     )
-    buffer = ReplayBuffer(obs_dim, act_dim, capacity, device, seed=cfg.seed)
+    buffer = ReplayBuffer(
+        obs_dim, act_dim, capacity, device, cfg.seed, cfg.bootstrap_through_time_limit
+    )
     learner = OnlineLearner(
         agent, controller, env, buffer, cfg.seed, offline=offline, total_iterations=iterations
     )

@@ -46,6 +46,16 @@ class Episode:
         return len(self.transitions["obs"])
 
 
+def discounted_to_go(values: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = sum_k gamma^k x_{t+k} to the end of the episode."""
+    out = np.zeros(len(values), dtype=np.float64)
+    running = 0.0
+    for t in range(len(values) - 1, -1, -1):
+        running = values[t] + gamma * running
+        out[t] = running
+    return out
+
+
 def episode_seed(seed: int, index: int) -> int:
     """A distinct, reproducible reset seed for episode ``index`` of a run seeded ``seed``.
 

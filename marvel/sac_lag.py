@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from marvel.data.buffer import Batch, ReplayBuffer
+from marvel.diagnostics import rollout_diagnostics
 from marvel.lagrange import LagrangeController
 from marvel.nets import (
     CriticEnsemble,
@@ -50,10 +51,13 @@ class SACLagConfig:
     alpha_lr: float = 3e-4
     target_entropy: float | None = None  # None: -act_dim (SAC's default)
     reward_scale: float = 0.1  # rewards are scaled during learning only (code)
-    # The released code scores the actor with the *target* critics; the paper's L_pi uses Q.
-    actor_uses_target_critics: bool = False
-    # Iteration: E episodes, then U updates of batch_size samples in minibatch_size steps.
-    episodes_per_iteration: int = 3  # the paper; the released code uses 5
+    # L_pi scores a~ with the target critics (the released code; its critic rates assume it);
+    # False: with the online critics, as the paper's L_pi is written.
+    actor_uses_target_critics: bool = True
+    # Iteration: E episodes, then U updates of batch_size samples in minibatch_size steps. The
+    # released code's 5 and 5 (one episode per update); the Figure 1 caption's 3 episodes per
+    # update is episodes_per_iteration=15 (METHOD.md section 4).
+    episodes_per_iteration: int = 5
     updates_per_iteration: int = 5
     batch_size: int = 256
     minibatch_size: int = 64
@@ -75,8 +79,9 @@ class SACLagConfig:
     # with probability softmax(Q_r(s, .) / pex_temperature)[a0] (min over Q_r heads).
     pex: bool = False
     pex_temperature: float = 1.0  # PEX's default
-    # When lambda <- controller.update(J_c) runs: per update (METHOD.md), per minibatch (code).
-    lambda_update_every: str = "update"
+    # When lambda <- controller.update(J_c) runs: per minibatch (the released code, whose gains
+    # and dual rates were tuned at that cadence), per update, or once per iteration.
+    lambda_update_every: str = "minibatch"
     buffer_capacity: int = 1_000_000
 
 
@@ -85,6 +90,7 @@ class SACLag:
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACLagConfig, device: torch.device):
         self.cfg, self.device = cfg, device
+        self.obs_dim, self.act_dim = obs_dim, act_dim
         self.actor = SquashedGaussianActor(obs_dim, act_dim, cfg.hidden_sizes).to(device)
         self.reward_critic = CriticEnsemble(
             obs_dim, act_dim, cfg.hidden_sizes, cfg.num_reward_critics
@@ -102,10 +108,9 @@ class SACLag:
         )
         self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_cost_lr)
         self.alpha_optimizer = adam([self.log_alpha], lr=cfg.alpha_lr)
-        # pi_0, frozen: the KL-to-prior penalty's target, JSRL's guide, PEX's second policy
-        self.prior_actor: SquashedGaussianActor | None = None
-        if cfg.kl_to_prior > 0 or cfg.jsrl_initial_fraction > 0 or cfg.pex:
-            self.freeze_prior()
+        # pi_0, frozen: the diagnostics' reference, the KL-to-prior penalty's target, JSRL's
+        # guide, PEX's second policy (the random init until a pretrained start is loaded)
+        self.freeze_prior()
 
     def load_pretrained(self, pretrained: Pretrained) -> None:
         """Start from an offline algorithm's pi_0, Q_r, Q_c (METHOD.md section 4).
@@ -123,8 +128,23 @@ class SACLag:
             self.actor_optimizer.load_state_dict(pretrained.actor_optimizer)
             for group in self.actor_optimizer.param_groups:
                 group["lr"] = self.cfg.actor_lr
-        if self.prior_actor is not None:
-            self.freeze_prior()
+        self.freeze_prior()
+
+    def reset_critics(self) -> None:
+        """Freshly initialised Q_r, Q_c, their targets and optimizers (VPA's ``start=fresh``)."""
+        cfg, obs_dim, act_dim = self.cfg, self.obs_dim, self.act_dim
+        fresh_reward = CriticEnsemble(obs_dim, act_dim, cfg.hidden_sizes, cfg.num_reward_critics)
+        fresh_cost = CriticEnsemble(obs_dim, act_dim, cfg.cost_hidden_sizes, 1)
+        for critic, target, fresh in (
+            (self.reward_critic, self.reward_critic_target, fresh_reward),
+            (self.cost_critic, self.cost_critic_target, fresh_cost),
+        ):
+            critic.load_state_dict(fresh.state_dict())
+            target.load_state_dict(fresh.state_dict())
+        self.reward_critic_optimizer = adam(
+            self.reward_critic.parameters(), lr=cfg.critic_reward_lr
+        )
+        self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_cost_lr)
 
     def freeze_prior(self) -> None:
         """Keep a frozen copy of the current actor as pi_0 (KL-to-prior, JSRL, PEX)."""
@@ -186,7 +206,7 @@ class SACLag:
             q_r_pi = reward_critic(obs, new_act).min(0).values
             q_c_pi = cost_critic(obs, new_act)[0]
         loss_actor = (-q_r_pi + lam * q_c_pi + alpha * log_prob).mean()
-        if self.prior_actor is not None:  # + beta E KL(pi(.|s) || pi_0(.|s)) (kl_to_prior)
+        if cfg.kl_to_prior > 0:  # + beta E KL(pi(.|s) || pi_0(.|s)) (kl_to_prior)
             with torch.no_grad():
                 prior_mu, prior_log_std = self.prior_actor.distribution(obs)
             kl = gaussian_kl(*self.actor.distribution(obs), prior_mu, prior_log_std).mean()
@@ -225,8 +245,7 @@ class SACLag:
     def state_dict(self) -> dict[str, Any]:
         state = {name: m.state_dict() for name, m in self._modules().items()}
         state["log_alpha"] = self.log_alpha.detach().clone()
-        if self.prior_actor is not None:
-            state["prior_actor"] = self.prior_actor.state_dict()
+        state["prior_actor"] = self.prior_actor.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -235,8 +254,7 @@ class SACLag:
             module.load_state_dict(state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        if self.prior_actor is not None:
-            self.prior_actor.load_state_dict(state["prior_actor"])
+        self.prior_actor.load_state_dict(state["prior_actor"])
 
 
 class PolicyExpansion:
@@ -390,6 +408,7 @@ class OnlineLearner:
         episodes = self.rollout(cfg.episodes_per_iteration)
         rollout_s = time.perf_counter() - start
         episode_cost = float(np.mean([e.cost for e in episodes]))
+        diagnostics = rollout_diagnostics(self.agent, episodes, self.controller.lam)
         start = time.perf_counter()
         losses = self.improve(episode_cost)
         update_s = time.perf_counter() - start
@@ -402,6 +421,7 @@ class OnlineLearner:
             "train/cumulative_cost": self.cumulative_cost,
             "train/alpha": float(self.agent.alpha),
             **losses,
+            **diagnostics,
             **self.controller.terms(),
             **(
                 {"jsrl/guide_fraction": guide_fraction, "jsrl/guide_steps": self.guide_steps_taken}

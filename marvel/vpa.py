@@ -7,8 +7,12 @@ the offline data, under the online soft objective, before any interaction:
     y_c = c + gamma (1 - d) [Qbar_c(s', a')        - alpha_c^VPA log pi_0(a'|s')]     (VPA-c)
     L_VPA = sum_j E_D (Q_r,j(s,a) - y_r)^2 + E_D (Q_c(s,a) - y_c)^2,   a' ~ pi_0(.|s')
 
-The actor is not updated; targets track by Polyak averaging. The diagnostic is the Spearman
-rank correlation between the critics' values and Monte-Carlo returns of pi_0.
+The actor is not updated; targets track by Polyak averaging.
+
+The paper's diagnostic (METHOD.md section 3): the Spearman rank correlation between the critics'
+values at dataset states, with the dataset's action and with a uniformly random one, and the
+Monte-Carlo returns of pi_0 started there (the Bullet agent placed at the recorded state,
+``marvel.placement``), before and after VPA.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from marvel.data.buffer import ReplayBuffer
 from marvel.errors import check_finite
-from marvel.rollout import episode_seed, run_episode
+from marvel.placement import monte_carlo_from_states
 from marvel.sac_lag import SACLag
 
+VPA_STARTS = ("pretrained", "fresh")
 DIAGNOSTIC_SEED_OFFSET = 20_000  # diagnostic rollouts share reset seeds with nothing else
+ACTION_KINDS = ("dataset", "random")  # the diagnostic's first actions
 
 
 @dataclass
@@ -33,12 +40,19 @@ class VPAConfig:
     """The ``vpa`` config group. Budget and minibatching are the released code's."""
 
     enabled: bool = False
+    # Where VPA starts: the pretrained critics (the paper's description) or freshly initialised
+    # ones (the released code's effective behaviour: METHOD.md section 3, "Where VPA starts")
+    start: str = "pretrained"
     alpha_reward: float = 0.0  # alpha_r^VPA (0 and 0: the released code's plain `vpa`)
     alpha_cost: float = 0.0  # alpha_c^VPA (the paper: alpha_r^VPA > alpha_c^VPA)
     iterations: int = 5000  # each draws batch_size offline transitions
     batch_size: int = 256
     minibatch_size: int = 64  # one gradient step per minibatch (4 per iteration)
-    diagnostic_episodes: int = 5  # pi_0 rollouts for the Spearman diagnostic (0: skip it)
+    # The paper's diagnostic: this many dataset states (0: skip it), pi_0 rolled out this many
+    # times from each after the first action, for this many steps (None: the episode length)
+    diagnostic_states: int = 32
+    diagnostic_rollouts: int = 3
+    diagnostic_horizon: int | None = None
 
 
 def align(
@@ -74,79 +88,71 @@ def align(
 
 
 @dataclass
-class MonteCarloSample:
-    """State-actions visited by pi_0 and their discounted returns-to-go (reward scaled)."""
+class DiagnosticSample:
+    """Dataset states, first actions of each kind (``ACTION_KINDS``), and pi_0's Monte-Carlo
+    discounted returns after them (rewards scaled as the critics learn them)."""
 
     obs: np.ndarray
-    act: np.ndarray
-    reward_return: np.ndarray
-    cost_return: np.ndarray
+    actions: dict[str, np.ndarray]
+    reward_return: dict[str, np.ndarray]
+    cost_return: dict[str, np.ndarray]
 
 
-def discounted_to_go(values: np.ndarray, gamma: float) -> np.ndarray:
-    """G_t = sum_k gamma^k x_{t+k} to the end of the episode."""
-    out = np.zeros(len(values), dtype=np.float64)
-    running = 0.0
-    for t in range(len(values) - 1, -1, -1):
-        running = values[t] + gamma * running
-        out[t] = running
-    return out
-
-
-def monte_carlo_returns(agent: SACLag, env: gym.Env, episodes: int, seed: int) -> MonteCarloSample:
-    """Roll out pi_0 (stochastic, as the critics evaluate it) and record returns-to-go.
-
-    Episodes end at the time limit, so returns near the end are truncated: the diagnostic
-    compares rankings, which this bias disturbs little for gamma = 0.99 and long episodes.
-    """
-    cfg = agent.cfg
-    parts = []
-    for i in range(episodes):
-        episode = run_episode(
-            env, agent.actor, agent.device, seed=episode_seed(seed + DIAGNOSTIC_SEED_OFFSET, i)
+def diagnostic_sample(
+    agent: SACLag, env: gym.Env, data: dict[str, np.ndarray], cfg: VPAConfig, seed: int
+) -> DiagnosticSample:
+    """``cfg.diagnostic_states`` dataset states drawn uniformly without replacement, with the
+    dataset's action and a uniform random action in [-1, 1], and pi_0's returns from there."""
+    rng = np.random.default_rng([seed, DIAGNOSTIC_SEED_OFFSET])
+    n = min(cfg.diagnostic_states, len(data["observations"]))
+    index = np.sort(rng.choice(len(data["observations"]), size=n, replace=False))
+    obs = data["observations"][index]
+    actions = {
+        "dataset": data["actions"][index],
+        "random": rng.uniform(-1.0, 1.0, size=data["actions"][index].shape).astype(np.float32),
+    }
+    horizon = cfg.diagnostic_horizon or env.spec.max_episode_steps
+    reward_return, cost_return = {}, {}
+    for k, (kind, first) in enumerate(actions.items()):
+        reward_return[kind], cost_return[kind] = monte_carlo_from_states(
+            env,
+            agent.actor,
+            obs,
+            first,
+            cfg.diagnostic_rollouts,
+            horizon,
+            agent.cfg.gamma,
+            agent.cfg.reward_scale,
+            seed=seed + DIAGNOSTIC_SEED_OFFSET + k,
+            device=agent.device,
         )
-        t = episode.transitions
-        parts.append(
-            (
-                t["obs"],
-                t["act"],
-                discounted_to_go(cfg.reward_scale * t["reward"], cfg.gamma),
-                discounted_to_go(t["cost"], cfg.gamma),
-            )
-        )
-    obs, act, reward_return, cost_return = (np.concatenate(p) for p in zip(*parts, strict=True))
-    return MonteCarloSample(obs, act, reward_return, cost_return)
-
-
-def rank(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties sharing their average rank."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), dtype=np.float64)
-    sorted_values = values[order]
-    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(values)]])
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + end + 1) / 2.0
-    return ranks
+    return DiagnosticSample(obs, actions, reward_return, cost_return)
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     """Spearman's rank correlation; None when either side is constant (e.g. no cost at all)."""
-    rx, ry = rank(np.asarray(x, dtype=np.float64)), rank(np.asarray(y, dtype=np.float64))
-    if rx.std() == 0 or ry.std() == 0:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(spearmanr(x, y).statistic)
 
 
 @torch.no_grad()
-def critic_rank_correlation(agent: SACLag, sample: MonteCarloSample) -> dict[str, float | None]:
-    """Spearman correlation of min_j Q_r,j and Q_c with pi_0's Monte-Carlo returns."""
+def critic_diagnostic(agent: SACLag, sample: DiagnosticSample) -> dict[str, float | None]:
+    """Per action kind: Spearman of min_j Q_r,j and of Q_c with pi_0's Monte-Carlo returns
+    (``spearman_{reward,cost}_{kind}``), and the critics' means beside the returns' means
+    (``q_{reward,cost}_{kind}``, ``mc_{reward,cost}_{kind}``: how far the values are off)."""
     obs = torch.as_tensor(sample.obs, device=agent.device)
-    act = torch.as_tensor(sample.act, device=agent.device)
-    q_r = agent.reward_critic(obs, act).min(0).values.cpu().numpy()
-    q_c = agent.cost_critic(obs, act)[0].cpu().numpy()
-    return {
-        "spearman_reward": spearman(q_r, sample.reward_return),
-        "spearman_cost": spearman(q_c, sample.cost_return),
-    }
+    out: dict[str, float | None] = {}
+    for kind, actions in sample.actions.items():
+        act = torch.as_tensor(actions, device=agent.device)
+        q_r = agent.reward_critic(obs, act).min(0).values.cpu().numpy()
+        q_c = agent.cost_critic(obs, act)[0].cpu().numpy()
+        for name, q, mc in (
+            ("reward", q_r, sample.reward_return[kind]),
+            ("cost", q_c, sample.cost_return[kind]),
+        ):
+            out[f"spearman_{name}_{kind}"] = spearman(q, mc)
+            out[f"q_{name}_{kind}"] = float(q.mean())
+            out[f"mc_{name}_{kind}"] = float(mc.mean())
+    return out

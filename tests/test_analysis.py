@@ -289,3 +289,17 @@ def test_no_runs_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"marvel.analysis: warning: skipping {failed.resolve()}: status 'failed'"
     assert len(err) == 2 and err[1].startswith("marvel.analysis: error: no finetuning runs")
+
+
+def test_one_run_dir_draws_its_own_curves(multirun: Path, tmp_path: Path) -> None:
+    """``python -m marvel.analysis <run dir>``: that run's diagnostic curves, from its metrics
+    (every panel's keys are in the run's rows), into the run dir or --out."""
+    run_dir = next(d for d in run_dirs(multirun) if read_summary(d)["experiment"] == "marvel")
+    rows = read_metrics(run_dir)
+    for key in ("diag/q_reward", "diag/mc_cost", "diag/lambda_q_cost", "diag/kl_to_pi0"):
+        assert any(key in row for row in rows), key
+    proc = run_analysis(str(run_dir), "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    png = tmp_path / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(png) in proc.stdout
+    assert run_analysis(str(multirun)).returncode == 2  # a sweep dir needs --out

@@ -55,6 +55,12 @@ def test_defaults_follow_method() -> None:
     assert cfg.offline.seed == cfg.seed and cfg.data.seed == 0
     assert cfg.finetune.gamma == 0.99 and cfg.finetune.tau == 0.005
     assert cfg.finetune.actor_lr == 5e-5 and cfg.finetune.critic_cost_lr == 5e-3
+    # The released code's dynamics where the paper is silent (METHOD.md, "Which side")
+    assert cfg.offline.cpq.ood_penalty == "target" and not cfg.bootstrap_through_time_limit
+    assert (
+        cfg.finetune.lambda_update_every == "minibatch" and cfg.finetune.actor_uses_target_critics
+    )
+    assert cfg.finetune.episodes_per_iteration == 5 and cfg.finetune.updates_per_iteration == 5
     scratch = compose_config("experiment=from_scratch")
     assert scratch.offline.algo == "none" and not scratch.vpa.enabled
     assert scratch.pid.name == "dual" and scratch.pid.lr == 1e-4

@@ -46,14 +46,15 @@ def train(buffer: ReplayBuffer, cfg: CPQConfig, steps: int = STEPS, seed: int = 
 
 
 @pytest.fixture(scope="module")
-def paper_run(buffer: ReplayBuffer) -> Run:
-    return train(buffer, small_config())
+def differentiable_run(buffer: ReplayBuffer) -> Run:
+    """The CPQ paper's penalty, through the current Q_c (kept for study)."""
+    return train(buffer, small_config(ood_penalty="differentiable"))
 
 
 @pytest.fixture(scope="module")
 def osrl_run(buffer: ReplayBuffer) -> Run:
-    """OSRL's penalty has no gradient: Q_c is plain policy evaluation of pi."""
-    return train(buffer, small_config(osrl_ood_penalty=True))
+    """The default, OSRL's penalty, has no gradient: Q_c is plain policy evaluation of pi."""
+    return train(buffer, small_config())
 
 
 def test_qc_threshold_matches_hand_computation() -> None:
@@ -78,8 +79,10 @@ def _window_means(logs: list[dict[str, float]], key: str) -> tuple[float, float]
     return logs[0][key], logs[-1][key]
 
 
-def test_training_logs_are_finite_and_losses_decrease(paper_run: Run, osrl_run: Run) -> None:
-    for run in (paper_run, osrl_run):
+def test_training_logs_are_finite_and_losses_decrease(
+    differentiable_run: Run, osrl_run: Run
+) -> None:
+    for run in (differentiable_run, osrl_run):
         assert len(run.logs) == STEPS // LOG_EVERY
         for row in run.logs:
             assert {"loss/vae", "loss/critic_reward", "loss/critic_cost", "loss/actor"} <= set(row)
@@ -95,8 +98,24 @@ def test_training_logs_are_finite_and_losses_decrease(paper_run: Run, osrl_run: 
     assert last < first, (first, last)
 
 
+def test_default_cost_critic_stays_bounded(buffer: ReplayBuffer, osrl_run: Run) -> None:
+    """With the default penalty Q_c is policy evaluation of a cost in [0, 1] per step: its TD
+    loss never grows and its values on the data and on uniform actions stay within
+    [-0.5, 1 / (1 - gamma)], where the differentiable form runs away (benchmarks/README.md)."""
+    losses = [row["loss/critic_cost"] for row in osrl_run.logs]
+    assert max(losses) <= losses[0] + 1e-3, losses
+    assert max(losses) < 1.0, losses
+    obs, act = buffer.storage["obs"], buffer.storage["act"]
+    uniform = torch.rand(act.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    gamma = osrl_run.learner.cfg.gamma
+    with torch.no_grad():
+        for actions in (act, uniform):
+            q_c = osrl_run.learner.cost_critic(obs, actions)[0]
+            assert -0.5 < q_c.min().item() and q_c.max().item() < 1.0 / (1.0 - gamma)
+
+
 def test_ood_penalty_makes_unfamiliar_actions_costly(
-    buffer: ReplayBuffer, paper_run: Run, osrl_run: Run
+    buffer: ReplayBuffer, differentiable_run: Run, osrl_run: Run
 ) -> None:
     """CPQ's penalty pushes Q_c up on actions the behaviour VAE finds unlikely, so after training
     Q_c is higher on uniformly random actions than on the data's own actions or the VAE's
@@ -110,40 +129,40 @@ def test_ood_penalty_makes_unfamiliar_actions_costly(
 
     torch.manual_seed(2)
     with torch.no_grad():
-        behaviour = paper_run.learner.vae.decode(obs)
-    q_data, q_uniform = mean_q_c(paper_run, act), mean_q_c(paper_run, uniform)
+        behaviour = differentiable_run.learner.vae.decode(obs)
+    q_data, q_uniform = mean_q_c(differentiable_run, act), mean_q_c(differentiable_run, uniform)
     assert q_uniform > q_data + 1.0, (q_uniform, q_data)
-    assert q_uniform > mean_q_c(paper_run, behaviour) + 1.0
+    assert q_uniform > mean_q_c(differentiable_run, behaviour) + 1.0
     gap_without = mean_q_c(osrl_run, uniform) - mean_q_c(osrl_run, act)
     assert q_uniform - q_data > gap_without + 1.0, (q_uniform - q_data, gap_without)
     # The constrained quantity E_nu[Q_c] itself went up.
-    first, last = _window_means(paper_run.logs, "offline/qc_ood")
+    first, last = _window_means(differentiable_run.logs, "offline/qc_ood")
     assert last > first + 1.0
 
 
-def test_osrl_penalty_has_no_gradient(buffer: ReplayBuffer) -> None:
-    """OSRL's penalty moves alpha only: alpha's start leaves every network unchanged. With the
-    paper's penalty it does not."""
+def test_default_penalty_has_no_gradient(buffer: ReplayBuffer) -> None:
+    """The default (OSRL's) penalty moves alpha only: alpha's start leaves every network
+    unchanged. With the differentiable penalty it does not."""
 
     def cost_critic_after(**overrides: object) -> tuple[dict[str, torch.Tensor], float]:
         run = train(buffer, small_config(**overrides), steps=10)
         return run.learner.cost_critic.state_dict(), float(run.learner.alpha)
 
-    for osrl, same in ((True, True), (False, False)):
-        low, alpha_low = cost_critic_after(osrl_ood_penalty=osrl, log_alpha_init=-3.0)
-        high, alpha_high = cost_critic_after(osrl_ood_penalty=osrl, log_alpha_init=3.0)
+    for penalty, same in (("target", True), ("differentiable", False)):
+        low, alpha_low = cost_critic_after(ood_penalty=penalty, log_alpha_init=-3.0)
+        high, alpha_high = cost_critic_after(ood_penalty=penalty, log_alpha_init=3.0)
         assert alpha_low != alpha_high
         assert all(torch.equal(low[k], high[k]) for k in low) == same
 
 
 def test_pretrained_round_trips_and_loads_strictly_into_sac_lag(
-    buffer: ReplayBuffer, paper_run: Run
+    buffer: ReplayBuffer, differentiable_run: Run
 ) -> None:
-    pretrained, cfg = paper_run.pretrained, paper_run.learner.cfg
+    pretrained, cfg = differentiable_run.pretrained, differentiable_run.learner.cfg
     assert pretrained.algo == "cpq"
     assert pretrained.config == asdict(cfg)
-    assert pretrained.lagrange_multiplier == pytest.approx(float(paper_run.learner.alpha))
-    assert pretrained.metrics == paper_run.logs[-1]
+    assert pretrained.lagrange_multiplier == pytest.approx(float(differentiable_run.learner.alpha))
+    assert pretrained.metrics == differentiable_run.logs[-1]
     assert pretrained.reward_critic.num_heads == 2 and pretrained.cost_critic.num_heads == 1
 
     obs, act = buffer.storage["obs"][:32], buffer.storage["act"][:32]

@@ -12,6 +12,7 @@ import torch
 
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
+from marvel.diagnostics import rollout_diagnostics
 from marvel.envs import make_env, space_dims, task_spec
 from marvel.evaluate import evaluate, make_eval_envs
 from marvel.lagrange import DualAscent
@@ -172,6 +173,7 @@ def filled_buffer(reward: float, size: int = 500, seed: int = 0) -> ReplayBuffer
             "cost": np.zeros(size),
             "next_obs": rng.standard_normal((size, 5)),
             "done": np.zeros(size),
+            "timeout": np.zeros(size),
         }
     )
     return buffer
@@ -333,3 +335,66 @@ def test_pex_acts_with_the_chosen_policy_and_counts_it() -> None:
     assert torch.equal(chosen[decisive], expected[decisive])
     assert expansion.steps == 200
     assert expansion.prior_chosen == int((chosen == prior_act).all(-1).sum())
+
+
+@pytest.mark.parametrize(
+    ("every", "steps"), [("minibatch", 3 * 4), ("update", 3), ("iteration", 1)]
+)
+def test_lambda_cadence(every: str, steps: int) -> None:
+    """The controller steps once per minibatch (the default: 4 per update of 256 in 64s), per
+    update or per iteration: with SGD at lr 1 and J_c - d = 1, lambda counts its steps."""
+    cfg = small_config(
+        lambda_update_every=every, updates_per_iteration=3, batch_size=256, minibatch_size=64
+    )
+    learner = OnlineLearner(
+        SACLag(5, 2, cfg, CPU),
+        DualAscent(0.0, lr=1.0, optimizer="sgd"),
+        None,
+        filled_buffer(0.0),
+        0,
+    )
+    learner.improve(episode_cost=1.0)
+    assert learner.controller.lam == steps
+    assert SACLagConfig().lambda_update_every == "minibatch"
+
+
+def test_rollout_diagnostics() -> None:
+    """diag/* on a real rollout: returns-to-go, the critics' means, lambda Q_c, KL(pi || pi_0)
+    zero at the start and positive after the actor moves; training's RNG stream untouched."""
+    torch.manual_seed(0)
+    learner, agent = make_learner(0, small_config(episodes_per_iteration=1, actor_lr=1e-2))
+    episodes = learner.rollout(1)
+    state = torch.get_rng_state()
+    diag = rollout_diagnostics(agent, episodes, lam=2.0)
+    assert torch.equal(torch.get_rng_state(), state)
+    t = episodes[0].transitions
+    discounts = agent.cfg.gamma ** np.arange(len(t["cost"]))
+    assert diag["diag/mc_cost"] == pytest.approx(
+        np.mean(
+            [np.sum(discounts[: len(t["cost"]) - i] * t["cost"][i:]) for i in range(len(discounts))]
+        )
+    )
+    obs, act = torch.as_tensor(t["obs"]), torch.as_tensor(t["act"])
+    with torch.no_grad():
+        q_c = agent.cost_critic(obs, act)[0].mean().item()
+    assert diag["diag/q_cost"] == pytest.approx(q_c)
+    assert diag["diag/lambda_q_cost"] == pytest.approx(2.0 * q_c)
+    assert diag["diag/kl_to_pi0"] == 0.0 and diag["diag/entropy"] > 0
+    learner.improve(0.0)
+    assert rollout_diagnostics(agent, episodes, lam=0.0)["diag/kl_to_pi0"] > 0
+
+
+def test_reset_critics_gives_fresh_critics_equal_to_their_targets() -> None:
+    torch.manual_seed(0)
+    agent = SACLag(5, 2, small_config(), CPU)
+    before = copy.deepcopy(agent.cost_critic.state_dict())
+    agent.update(random_batch(), 0.0)
+    agent.reset_critics()
+    for critic, target in (
+        (agent.reward_critic, agent.reward_critic_target),
+        (agent.cost_critic, agent.cost_critic_target),
+    ):
+        for p, q in zip(critic.parameters(), target.parameters(), strict=True):
+            assert torch.equal(p, q)
+    assert not all(torch.equal(before[k], v) for k, v in agent.cost_critic.state_dict().items())
+    assert agent.cost_critic_optimizer.state == {}

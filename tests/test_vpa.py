@@ -1,5 +1,6 @@
-"""Value Pre-Alignment (METHOD.md section 3): the target, the actor stays frozen, and the
-critics' rank correlation with pi_0's Monte-Carlo returns goes up."""
+"""Value Pre-Alignment (METHOD.md section 3): the target, the actor stays frozen, a fresh start,
+and the paper's diagnostic: the critics' rank correlation with pi_0's Monte-Carlo returns from
+dataset states goes up."""
 
 from __future__ import annotations
 
@@ -11,23 +12,15 @@ import torch
 
 from marvel.data.buffer import ReplayBuffer
 from marvel.envs import make_env, space_dims
-from marvel.rollout import episode_seed, run_episode
+from marvel.rollout import discounted_to_go, episode_seed, run_episode
 from marvel.sac_lag import SACLag, SACLagConfig
-from marvel.vpa import (
-    VPAConfig,
-    align,
-    critic_rank_correlation,
-    discounted_to_go,
-    monte_carlo_returns,
-    rank,
-    spearman,
-)
+from marvel.vpa import VPAConfig, align, critic_diagnostic, diagnostic_sample, spearman
 
 CPU = torch.device("cpu")
 
 
-def test_rank_and_spearman() -> None:
-    np.testing.assert_array_equal(rank(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
+def test_spearman() -> None:
+    assert spearman(np.array([3.0, 1.0, 3.0, 2.0]), np.array([4.0, 1.0, 4.0, 2.0])) == 1.0
     assert spearman(np.arange(10), np.arange(10) ** 3) == pytest.approx(1.0)
     assert spearman(np.arange(10), -np.arange(10)) == pytest.approx(-1.0)
     assert spearman(np.arange(5), np.zeros(5)) is None
@@ -54,6 +47,7 @@ def test_vpa_cost_target_carries_the_entropy_term() -> None:
             "cost": np.zeros(n),
             "next_obs": torch.randn(n, 4, generator=g).numpy(),
             "done": np.zeros(n),
+            "timeout": np.zeros(n),
         }
     )
     actor_before = copy.deepcopy(agent.actor.state_dict())
@@ -64,20 +58,37 @@ def test_vpa_cost_target_carries_the_entropy_term() -> None:
         torch.testing.assert_close(value, actor_before[key])  # pi_0 is frozen
 
 
-def test_vpa_raises_rank_correlation_with_monte_carlo_returns() -> None:
+def test_vpa_raises_the_papers_diagnostic() -> None:
+    """On pi_0's own data (a fixed random policy on BallCircle), VPA makes both critics rank
+    dataset state-actions by pi_0's Monte-Carlo returns from those states."""
     torch.manual_seed(0)
     env = make_env("BallCircle")
     obs_dim, act_dim = space_dims(env)
     cfg = SACLagConfig(
         hidden_sizes=[64, 64], cost_hidden_sizes=[64, 64], gamma=0.9, critic_reward_lr=1e-3
     )
-    agent = SACLag(obs_dim, act_dim, cfg, CPU)  # pi_0: a fixed (randomly initialized) policy
+    agent = SACLag(obs_dim, act_dim, cfg, CPU)
+    episodes = [run_episode(env, agent.actor, CPU, seed=episode_seed(1, i)) for i in range(20)]
     offline = ReplayBuffer(obs_dim, act_dim, 20 * 200, CPU)
-    for i in range(20):  # offline data: pi_0's own behaviour
-        offline.add(run_episode(env, agent.actor, CPU, seed=episode_seed(1, i)).transitions)
-    sample = monte_carlo_returns(agent, env, episodes=3, seed=0)
-    before = critic_rank_correlation(agent, sample)
-    align(agent, offline, VPAConfig(iterations=400))
-    after = critic_rank_correlation(agent, sample)
-    for key in ("spearman_reward", "spearman_cost"):  # about -0.1..0.1 before, 0.7..0.8 after
+    for episode in episodes:
+        offline.add(episode.transitions)
+    keys = {"obs": "observations", "act": "actions"}
+    data = {
+        name: np.concatenate([e.transitions[key] for e in episodes]) for key, name in keys.items()
+    }
+    vpa_cfg = VPAConfig(
+        iterations=400, diagnostic_states=24, diagnostic_rollouts=2, diagnostic_horizon=40
+    )
+    sample = diagnostic_sample(agent, env, data, vpa_cfg, seed=0)
+    assert sample.obs.shape == (24, obs_dim) and set(sample.actions) == {"dataset", "random"}
+    assert np.all(np.abs(sample.actions["random"]) <= 1)
+    before = critic_diagnostic(agent, sample)
+    align(agent, offline, vpa_cfg)
+    after = critic_diagnostic(agent, sample)
+    for key in ("spearman_reward_dataset", "spearman_cost_dataset"):
         assert after[key] > 0.5 and after[key] > before[key] + 0.3, (before, after)
+    # the critics' mean values move towards the Monte-Carlo means
+    gap = {
+        w: abs(d["q_cost_dataset"] - d["mc_cost_dataset"]) for w, d in (("b", before), ("a", after))
+    }
+    assert gap["a"] < gap["b"], (before, after)

@@ -14,15 +14,25 @@ FIELDS = ("obs", "act", "reward", "cost", "next_obs", "done")
 class ReplayBuffer:
     """FIFO ring buffer of transitions (s, a, r, c, s', done).
 
-    ``done`` is the *terminal* flag only: a time-limit truncation is not a terminal state, so its
-    target still bootstraps (the standard treatment; DSRL stores the two flags apart for this).
+    ``done`` ends the bootstrap of every Bellman target that samples the buffer. Added blocks
+    carry the terminal flag ``done`` and the time-limit flag ``timeout`` apart (as DSRL stores
+    them); by default both end the bootstrap (the released code online, OSRL offline: METHOD.md
+    section 4, "Done flags"). ``bootstrap_through_time_limit=True`` keeps terminals only, the
+    textbook treatment of a truncation.
     """
 
     def __init__(
-        self, obs_dim: int, act_dim: int, capacity: int, device: torch.device, seed: int = 0
+        self,
+        obs_dim: int,
+        act_dim: int,
+        capacity: int,
+        device: torch.device,
+        seed: int = 0,
+        bootstrap_through_time_limit: bool = False,
     ) -> None:
         self.capacity = int(capacity)
         self.device = device
+        self.bootstrap_through_time_limit = bootstrap_through_time_limit
         shapes = {
             "obs": (obs_dim,),
             "act": (act_dim,),
@@ -43,7 +53,13 @@ class ReplayBuffer:
         return self.size
 
     def add(self, transitions: dict[str, np.ndarray]) -> None:
-        """Append a block of transitions (e.g. one episode), each array with a leading N axis."""
+        """Append a block of transitions (e.g. one episode), each array with a leading N axis:
+        ``obs``, ``act``, ``reward``, ``cost``, ``next_obs``, ``done`` (terminal), ``timeout``."""
+        if not self.bootstrap_through_time_limit:
+            transitions = {
+                **transitions,
+                "done": np.maximum(transitions["done"], transitions["timeout"]),
+            }
         n = len(transitions["obs"])
         if n > self.capacity:
             transitions = {k: v[-self.capacity :] for k, v in transitions.items()}
@@ -62,11 +78,22 @@ class ReplayBuffer:
 
     @classmethod
     def from_dataset(
-        cls, data: dict[str, np.ndarray], device: torch.device, seed: int = 0
+        cls,
+        data: dict[str, np.ndarray],
+        device: torch.device,
+        seed: int = 0,
+        bootstrap_through_time_limit: bool = False,
     ) -> ReplayBuffer:
-        """A buffer holding a whole DSRL-format dataset (terminals become ``done``)."""
+        """A buffer holding a whole DSRL-format dataset (its terminals and timeouts)."""
         obs = data["observations"]
-        buffer = cls(obs.shape[1], data["actions"].shape[1], len(obs), device, seed)
+        buffer = cls(
+            obs.shape[1],
+            data["actions"].shape[1],
+            len(obs),
+            device,
+            seed,
+            bootstrap_through_time_limit,
+        )
         buffer.add(
             {
                 "obs": obs,
@@ -75,6 +102,7 @@ class ReplayBuffer:
                 "cost": data["costs"],
                 "next_obs": data["next_observations"],
                 "done": data["terminals"],
+                "timeout": data["timeouts"],
             }
         )
         return buffer

@@ -79,7 +79,9 @@ def collect_dataset(
     agent = SACLag(obs_dim, act_dim, agent_cfg, device)
     controller = DualAscent(cfg.cost_limit_start, lr=cfg.lambda_lr)
     capacity = min(agent_cfg.buffer_capacity, num_episodes * task.max_episode_steps)
-    buffer = ReplayBuffer(obs_dim, act_dim, capacity, device, seed)
+    buffer = ReplayBuffer(
+        obs_dim, act_dim, capacity, device, seed, bootstrap_through_time_limit=True
+    )
     learner = OnlineLearner(agent, controller, env, buffer, seed)
     noise_rng = np.random.default_rng([seed, 1])
 

@@ -13,14 +13,13 @@ the actor maximizes Q_r where Q_c is below the threshold. One ``update`` takes o
 of each part, top to bottom: VAE, Q_r, Q_c (+ the OOD multiplier alpha), actor, Polyak targets.
 
 Where marvel differs from OSRL (each is marked "OSRL:" below):
-- Q_c has one head (marvel's architecture, METHOD.md section 2); OSRL's default has two.
-- The OOD penalty follows the paper: Q_c of the OOD actions comes from the *current* cost
-  critic, so the penalty has a gradient, E_nu[Q_c] is the mean over the OOD candidates, and the
-  candidates are squashed samples of pi (inside the action box). OSRL evaluates the *target*
-  Q_c under ``torch.no_grad`` (the penalty then leaves Q_c's gradient unchanged: only alpha
-  moves), divides the masked sum by all K B candidates (about a quarter of the mean at the 0.75
-  quantile) and samples the pre-tanh Gaussian. METHOD.md's rule (follow the paper, keep the
-  code's choice as an option): ``osrl_ood_penalty=True`` reproduces OSRL's penalty.
+- Q_c has one head (the released code's architecture, METHOD.md section 2); OSRL's has two.
+- The OOD penalty is OSRL's by default (``ood_penalty="target"``): Q_c of the OOD candidates
+  (pre-tanh samples of pi) comes from the *target* cost critic under no_grad, as a masked sum
+  over all K B candidates, so the penalty leaves Q_c's gradient unchanged and only alpha moves.
+  ``ood_penalty="differentiable"`` is the form the CPQ paper writes: the *current* Q_c, the
+  mean over the OOD candidates, squashed candidates; it pushes Q_c up without bound on the
+  policy's own actions and diverges (benchmarks/README.md), so it is kept for study only.
 - The cost target stops at terminal states, like the reward target (OSRL's does not).
 - The threshold is computed from the *scaled* cost limit, cost_scale * d (OSRL uses d; the same
   at the default cost_scale = 1).
@@ -68,10 +67,9 @@ class CPQConfig:
     reward_scale: float = 0.1  # as in finetuning (METHOD.md section 1) and OSRL's config
     cost_scale: float = 1.0
     batch_size: int = 512  # what the caller passes to train_offline
-    # True: OSRL's OOD penalty exactly (pre-tanh candidates; Q_c of the *target* critic under
-    # no_grad, so the penalty leaves Q_c's gradient unchanged and only alpha moves; masked sum
-    # over all K B candidates). False: the paper's differentiable penalty (module docstring).
-    osrl_ood_penalty: bool = False
+    # target: OSRL's OOD penalty (target Q_c under no_grad; only alpha moves); differentiable:
+    # the CPQ paper's form through the current Q_c, which diverges (module docstring)
+    ood_penalty: str = "target"
 
 
 class CPQ(OfflineLearnerBase):
@@ -137,7 +135,7 @@ class CPQ(OfflineLearnerBase):
         # VAE's encoder is in the top (1 - ood_quantile) of all K B candidates are OOD.
         with torch.no_grad():
             ood_obs = obs.repeat(cfg.sample_action_num, 1)  # (K B, obs_dim): K copies
-            if cfg.osrl_ood_penalty:  # OSRL: samples of the pre-tanh Gaussian
+            if cfg.ood_penalty == "target":  # OSRL: samples of the pre-tanh Gaussian
                 mu, log_std = self.actor.distribution(ood_obs)
                 ood_act = mu + log_std.exp() * torch.randn_like(mu)
             else:
@@ -148,7 +146,7 @@ class CPQ(OfflineLearnerBase):
         # L_Qc = E_D (Q_c(s, a) - y_c)^2 - alpha (E_{s~D, a~nu} Q_c(s, a) - qc_scalar l):
         # Bellman error on the data, and OOD actions pushed up towards "unsafe".
         loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
-        if cfg.osrl_ood_penalty:  # OSRL: target Q_c, no gradient, masked sum / (K B)
+        if cfg.ood_penalty == "target":  # OSRL: target Q_c, no gradient, masked sum / (K B)
             with torch.no_grad():
                 q_c_ood = (self.cost_critic_target(ood_obs, ood_act)[0] * ood).mean()
         else:
