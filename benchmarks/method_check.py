@@ -6,11 +6,13 @@
 
 Runs ``python run.py experiment=<method> env=<env> seed=<seed> budget=paper logger=none`` for
 every combination (``--jobs`` at a time, one torch thread each; a run whose ``summary.json``
-exists is kept, so an interrupted check resumes), then reads each run's local
+exists is kept and an unfinished one resumes from its last checkpoint, so rerunning the same
+command continues an interrupted check), then reads each run's local
 ``metrics.jsonl``/``summary.json`` and prints, per env and method (mean +- std over seeds): the
 normalized reward and cost of the deterministic policy at 0, 25, 50 and 100% of the finetuning
-updates, the cumulative online cost, the final lambda and the wall time. Writes ``table.md`` and
-``results.json`` into ``--out``.
+updates and its mean over the evaluations in the last third of the updates, the cumulative online
+cost, the final lambda and the wall time. Writes ``table.md`` and ``results.json`` (with each
+run's VPA losses and diagnostic) into ``--out``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -64,8 +65,7 @@ def run_one(
     """One run in its own process; its output goes to ``run_dir/stdout.txt``."""
     if (run_dir / "summary.json").is_file():
         return
-    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts over
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # an unfinished run resumes from its checkpoint
     command = [
         sys.executable,
         "run.py",
@@ -79,7 +79,7 @@ def run_one(
         f"hydra.run.dir={run_dir}",
     ]
     start = time.perf_counter()
-    with (run_dir / "stdout.txt").open("w") as out:
+    with (run_dir / "stdout.txt").open("a") as out:
         child = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     status = "ok" if child.returncode == 0 else f"FAILED ({child.returncode})"
     print(f"{env} {method} seed {seed}: {status}, {time.perf_counter() - start:.0f} s", flush=True)
@@ -112,8 +112,12 @@ def run_figures(run_dir: Path) -> dict[str, Any]:
         row = at_fraction(curve, fraction)
         figures[f"reward@{fraction:.0%}"] = row["eval/normalized_reward"]
         figures[f"cost@{fraction:.0%}"] = row["eval/normalized_cost"]
+    last = curve[-1]["online/update"]
+    figures["cost last third"] = float(
+        np.mean([r["eval/normalized_cost"] for r in curve if r["online/update"] >= 2 * last / 3])
+    )
     if "vpa" in summary:
-        figures["vpa"] = {k: v for k, v in summary["vpa"].items() if k.startswith("spearman")}
+        figures["vpa"] = summary["vpa"]
     return figures
 
 
@@ -125,6 +129,7 @@ def report(out: Path, envs: list[str], methods: list[str], seeds: list[int]) -> 
     results: dict[str, Any] = {}
     lines = []
     columns = [f"{name}@{f:.0%}" for f in FRACTIONS for name in ("reward", "cost")]
+    columns.append("cost last third")
     header = ["env", "method", *columns, "cum. cost", "final λ", "wall s"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))

@@ -380,12 +380,14 @@ def run_vpa(
         }
         ctx.logger.log(finite, vpa_cfg.iterations, step_metric="vpa/iteration")
         for kind in ACTION_KINDS:
-            log(
-                f"VPA diagnostic, {kind} actions: Spearman(Q_r, MC) "
-                f"{_fmt(before[f'spearman_reward_{kind}'])} -> "
-                f"{_fmt(after[f'spearman_reward_{kind}'])}, Spearman(Q_c, MC) "
-                f"{_fmt(before[f'spearman_cost_{kind}'])} -> {_fmt(after[f'spearman_cost_{kind}'])}"
-            )
+            parts = [
+                f"Spearman(Q_{name[0]}, MC) {_fmt(before[f'spearman_{name}_{kind}'])} -> "
+                f"{_fmt(after[f'spearman_{name}_{kind}'])}, mean Q_{name[0]} "
+                f"{before[f'q_{name}_{kind}']:.2f} -> {after[f'q_{name}_{kind}']:.2f} "
+                f"(MC {after[f'mc_{name}_{kind}']:.2f})"
+                for name in ("reward", "cost")
+            ]
+            log(f"VPA diagnostic, {kind} actions: " + "; ".join(parts))
     return summary
 
 
@@ -670,4 +672,27 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
         }
         logger.write_summary(summary)
     log(f"summary: {run_dir / 'summary.json'}")
+    if "eval" in summary:
+        log(verdict(summary))
     return summary
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """The run's result in one line: the final policy's score, SAFE or UNSAFE, and the
+    starting policy's score beside it where finetuning ran."""
+
+    def score(result: dict[str, Any]) -> str:
+        return (
+            f"normalized reward {result['normalized_reward']:.2f}, "
+            f"normalized cost {result['normalized_cost']:.2f}"
+        )
+
+    result = summary["eval"]
+    line = (
+        f"result: {summary['task']['name']} {summary['experiment']} seed {summary['seed']}: "
+        f"{score(result)} (reward {result['reward']:.1f}, cost {result['cost']:.1f}, limit "
+        f"{result['cost_limit']:g}): {'SAFE' if result['safe'] else 'UNSAFE'}"
+    )
+    if "initial_eval" in summary:
+        line += f"; the starting policy: {score(summary['initial_eval'])}"
+    return line

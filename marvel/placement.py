@@ -1,4 +1,4 @@
-"""Placing a Bullet Safety Gym agent at a recorded observation, and Monte-Carlo returns from there.
+"""Placing an agent at a recorded observation, and Monte-Carlo returns from there.
 
 Marvel's critic diagnostic compares Q(s, a) at dataset state-actions with the discounted returns
 of pi_0 started there: the simulator is set to the state that an offline dataset's observation
@@ -34,6 +34,39 @@ steps slightly differently once contacts are rebuilt, which is all that remains 
 Circle tasks append (|xy| - circle radius) / world size, which xy determines; Run tasks append
 nothing, and their shaped reward differences a potential that placement resets at the new
 position. marvel's envs carry no observation normalization or noise.
+
+The velocity tasks (gymnasium 0.28's MuJoCo v4 envs as ``marvel.envs.make_env`` builds them, at
+their constructor defaults) observe ``qpos`` without the root's world x (and y) position, then
+``qvel`` (``_get_obs`` in ``gymnasium/envs/mujoco/*_v4.py``): the full simulator state but those
+positions, which are set to 0. Nothing depends on them: every floor is a MuJoCo plane (infinite
+for collisions), the Swimmer's fluid is uniform, and rewards, costs and terminations use
+displacements over the step, heights and angles (only ``info``'s positions, e.g. ``x_position``,
+are then relative to the placed origin). The simulator data is reset first, as the env's reset
+does; MuJoCo keeps no contact cache and steps deterministically, and only the constraint
+solver's warm start (the previous step's accelerations, cleared by the reset) separates the
+placed env from the recorded one: from a recorded float64 observation the next observation,
+reward and cost match to ~1e-14 (HalfCheetah's observation up to ~3e-12; the Ant's reward: see
+below); a float32 dataset observation's rounding moves the next observation by ~3e-7 (median
+over random-action states; up to ~3e-5, HalfCheetah's).
+
+- HalfCheetah (17): qpos[1:9] (rootz, rooty pitch, bthigh, bshin, bfoot, fthigh, fshin, ffoot),
+  qvel (9: vx, vz, pitch rate, the 6 joints).
+- Hopper (11): qpos[1:6] (rootz, rooty, thigh, leg, foot), qvel (6) clipped to [-10, 10].
+- Walker2d (17): qpos[1:9] (rootz, rooty, right then left thigh, leg, foot), qvel (9) clipped
+  to [-10, 10]. For Hopper and Walker2d the placed velocity is the clipped one: placement is
+  exact only while no velocity is at the clip (Walker2d's joints are at it in 4 of 5 uniform
+  random-action states, Hopper's in none of ~450); nothing is raised, and the next step then
+  differs.
+- Swimmer (8): qpos[2:5] (heading, the 2 joints), qvel (5: vx, vy, heading rate, the 2 joints).
+- Ant (27, no contact forces: ``use_contact_forces=False``): qpos[2:15] (z, the torso's
+  quaternion w x y z, the 8 hips and ankles), qvel (14: world linear velocity, body-frame
+  angular velocity, the 8 joints). Its next observation matches to ~1e-15, but its reward's and
+  cost's velocity is the torso's displacement between ``data.xpos`` before and after the step,
+  and after ``mj_step`` (RK4) ``xpos`` is the kinematics of the last RK4 stage, not of the final
+  ``qpos``: the recorded env's "before" is that stale position, the placed env's is exact
+  (``set_state`` runs ``mj_forward``). The first step's velocity then differs by ~3e-4 (median over
+  random-action states; 95% within 1.5e-2, up to ~1e-1), its reward as much, and its cost only
+  where the speed is that close to the threshold.
 """
 
 from __future__ import annotations
@@ -44,10 +77,16 @@ import torch
 from bullet_safety_gym.envs import agents, tasks
 from gymnasium.wrappers import TimeLimit
 
-from marvel.envs import step_cost
+from marvel.envs import (
+    VELOCITY_CONSTRAINTS,
+    VELOCITY_TASKS,
+    MissingExtraError,
+    check_task,
+    step_cost,
+)
 from marvel.rollout import Policy
 
-PLACEABLE_TASKS: tuple[str, ...] = (
+BULLET_PLACEABLE_TASKS: tuple[str, ...] = (
     "BallCircle",
     "BallRun",
     "CarCircle",
@@ -55,6 +94,16 @@ PLACEABLE_TASKS: tuple[str, ...] = (
     "AntCircle",
     "AntRun",
 )
+# The velocity tasks' leading qpos entries (world x, or x and y) their observations exclude.
+VELOCITY_EXCLUDED_POSITIONS = {
+    "HalfCheetahVelocity": 1,
+    "HopperVelocity": 1,
+    "SwimmerVelocity": 2,
+    "Walker2dVelocity": 1,
+    "AntVelocity": 2,
+}
+# Every task placement handles; the velocity tasks need the MuJoCo extra (``supports_placement``).
+PLACEABLE_TASKS: tuple[str, ...] = BULLET_PLACEABLE_TASKS + VELOCITY_TASKS
 DRONE_REASON = (
     "its next step depends on Bullet's cached rotor link transforms and the blade angles, which "
     "the observation does not record"
@@ -62,6 +111,7 @@ DRONE_REASON = (
 UNPLACEABLE_REASONS = {"DroneCircle": DRONE_REASON, "DroneRun": DRONE_REASON}
 ROBOT_NAMES = {agents.Ball: "Ball", agents.RaceCar: "Car", agents.Drone: "Drone", agents.Ant: "Ant"}
 TASK_NAMES = {tasks.CircleTask: "Circle", tasks.RunTask: "Run"}
+VELOCITY_TASK_NAMES = {constraint.gym_id: name for name, constraint in VELOCITY_CONSTRAINTS.items()}
 
 # racecar_differential.urdf, before the agent's global_scaling: wheel radius, rear axle to hinges.
 CAR_WHEEL_RADIUS = 0.05
@@ -75,17 +125,28 @@ CAR_ROLLING_JOINTS = (
 
 
 def supports_placement(task_name: str) -> bool:
-    """Whether ``place_at_observation`` can place ``task_name``'s agent (see the module doc)."""
-    return task_name in PLACEABLE_TASKS
+    """Whether ``place_at_observation`` can place ``task_name``'s agent (see the module doc); for
+    a velocity task, whether the MuJoCo extra is installed too (checked as ``marvel.envs`` does,
+    without importing it)."""
+    if task_name in VELOCITY_TASKS:
+        try:
+            check_task(task_name)
+        except MissingExtraError:
+            return False
+        return True
+    return task_name in BULLET_PLACEABLE_TASKS
 
 
 def _task_name(env: gym.Env) -> str:
-    """The marvel task name of a Bullet Safety Gym env (e.g. ``CarRun``), else its gym id."""
+    """The marvel task name of a Bullet Safety Gym env (e.g. ``CarRun``) or of a velocity task's
+    MuJoCo env (e.g. ``HopperVelocity``, from its gym id ``Hopper-v4``), else its gym id."""
     world = env.unwrapped
     agent, task = getattr(world, "agent", None), getattr(world, "task", None)
     if type(agent) in ROBOT_NAMES and type(task) in TASK_NAMES:
         return ROBOT_NAMES[type(agent)] + TASK_NAMES[type(task)]
-    return env.spec.id if env.spec is not None else type(world).__name__
+    if env.spec is None:
+        return type(world).__name__
+    return VELOCITY_TASK_NAMES.get(env.spec.id, env.spec.id)
 
 
 def place_at_observation(env: gym.Env, obs: np.ndarray) -> np.ndarray:
@@ -94,7 +155,10 @@ def place_at_observation(env: gym.Env, obs: np.ndarray) -> np.ndarray:
 
     Sets the agent's base pose and velocities, its joints, the task's reward bookkeeping and the
     TimeLimit's step counter (a full episode may follow); state the observation omits is set as
-    the module doc describes, independently of the reset's seed.
+    the module doc describes, independently of the reset's seed. A velocity task's MuJoCo state
+    is set whole but the root's x (and y) position, set to 0; Hopper and Walker2d observe their
+    velocities clipped to [-10, 10], so there placement is exact only while none is at the clip
+    (nothing is raised: dataset observations are placed as they are).
     """
     name = _task_name(env)
     if not supports_placement(name):
@@ -108,10 +172,13 @@ def place_at_observation(env: gym.Env, obs: np.ndarray) -> np.ndarray:
     time_limit = _time_limit(env)
     if time_limit._elapsed_steps is None:
         raise ValueError("reset the env before placing it")
+    time_limit._elapsed_steps = 0
+    if name in VELOCITY_EXCLUDED_POSITIONS:
+        _place_mujoco(world, obs, VELOCITY_EXCLUDED_POSITIONS[name])
+        return world._get_obs()
     _PLACERS[type(world.agent)](world.agent, obs)
     if isinstance(world.task, tasks.RunTask):
         world.task.old_potential = world.task.calculate_task_potential()
-    time_limit._elapsed_steps = 0
     return world.get_observation()
 
 
@@ -164,6 +231,21 @@ def _place_ant(agent: agents.Ant, obs: np.ndarray) -> None:
         joint.set_state(middle + unit_position * half_range, scaled_velocity / 0.1)
     feet = obs[13 + 2 * n : 13 + 2 * n + len(agent.foot_list)]
     agent.feet_contact = feet.astype(np.float32)
+
+
+def _place_mujoco(world: gym.Env, obs: np.ndarray, excluded: int) -> None:
+    """A velocity task's MuJoCo robot: qpos (the ``excluded`` root positions 0) and qvel, the
+    whole state. The simulator data is first reset as the env's own reset does (``mj_resetData``:
+    the previous action's ``ctrl``, the solver's warm start and the time cleared), so the placed
+    env is the env reset to this state, whatever its past. ``set_state`` runs ``mj_forward``,
+    which normalizes the Ant's quaternion in qpos (a float32 one's norm is 1 to ~1e-7: the
+    returned observation moves as little)."""
+    import mujoco  # the MuJoCo extra: imported only where a velocity task is placed
+
+    n_observed = world.model.nq - excluded
+    qpos = np.concatenate([np.zeros(excluded), obs[:n_observed]])
+    mujoco.mj_resetData(world.model, world.data)
+    world.set_state(qpos, obs[n_observed : n_observed + world.model.nv].copy())
 
 
 _PLACERS = {agents.Ball: _place_ball, agents.RaceCar: _place_car, agents.Ant: _place_ant}

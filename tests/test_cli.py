@@ -149,7 +149,8 @@ def test_dsrl_unreachable_says_how_to_proceed(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def marvel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("marvel")
-    run_cli("env=BallCircle", *SMOKE, f"hydra.run.dir={run_dir}")  # marvel: the default
+    proc = run_cli("env=BallCircle", *SMOKE, f"hydra.run.dir={run_dir}")  # marvel: the default
+    (run_dir.parent / "marvel_output.txt").write_text(proc.stdout)
     return run_dir
 
 
@@ -157,14 +158,25 @@ def test_marvel_pipeline_contract(marvel_run: Path) -> None:
     summary = read_summary(marvel_run)
     assert summary["experiment"] == "marvel"
     assert summary["pretrained"]["algo"] == "cpq" and Path(summary["pretrained"]["path"]).is_file()
-    for key in ("spearman_reward", "spearman_cost"):
-        assert f"{key}_before" in summary["vpa"] and f"{key}_after" in summary["vpa"]
+    diagnostic = summary["vpa"]["diagnostic"]
+    assert summary["vpa"]["start"] == "pretrained" and diagnostic["states"] == 2
+    for when in ("before", "after"):
+        for kind in ("dataset", "random"):
+            for key in ("spearman_reward", "spearman_cost", "q_cost", "mc_cost"):
+                assert f"{key}_{kind}" in diagnostic[when]
     assert summary["dataset"]["source"] == "collect"
+    # the last line says the result in words, with the starting policy's beside it
+    last = (marvel_run.parent / "marvel_output.txt").read_text().strip().splitlines()[-1]
+    final = summary["eval"]
+    assert f"normalized cost {final['normalized_cost']:.2f}" in last
+    assert ("UNSAFE" not in last) == final["safe"] and "the starting policy" in last
     rows = [r for r in read_metrics(marvel_run) if "train/episode_reward" in r]
     assert rows and all("lagrange/kp" in r and "lagrange/lambda" in r for r in rows)
     rows = read_metrics(marvel_run)
     assert any("offline/step" in r and "offline/loss/actor" in r for r in rows)
-    assert any("vpa/iteration" in r and "vpa/spearman_reward_after" in r for r in rows)
+    assert any("vpa/iteration" in r and "vpa/after/spearman_reward_dataset" in r for r in rows)
+    finetune_rows = [r for r in rows if "train/episode_cost" in r]
+    assert all("diag/q_cost" in r and "diag/kl_to_pi0" in r for r in finetune_rows)
     offline_or_vpa = [r for r in rows if "offline/step" in r or "vpa/iteration" in r]
     assert offline_or_vpa and all("online/update" not in r for r in offline_or_vpa)
 
@@ -249,4 +261,5 @@ def test_every_offline_algorithm_runs_the_pipeline(
     assert summary["pretrained"]["algo"] == algo and summary["pretrained"]["cached"] is False
     assert f"-{algo}-" in Path(summary["pretrained"]["path"]).name
     assert summary["dataset"] == read_summary(marvel_run)["dataset"]  # the same cached dataset
-    assert "spearman_cost_after" in summary["vpa"] and "normalized_cost" in summary["eval"]
+    assert "spearman_cost_dataset" in summary["vpa"]["diagnostic"]["after"]
+    assert "normalized_cost" in summary["eval"]

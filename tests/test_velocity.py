@@ -129,6 +129,6 @@ def test_marvel_pipeline_on_hopper(hopper_dataset: Path, tmp_path: Path) -> None
     summary = read_summary(tmp_path)
     assert summary["experiment"] == "marvel" and summary["pretrained"]["algo"] == "cpq"
     assert summary["dataset"]["sha256"] and Path(summary["dataset"]["path"]) == hopper_dataset
-    assert "spearman_reward_after" in summary["vpa"]
+    assert "spearman_reward_dataset" in summary["vpa"]["diagnostic"]["after"]
     rows = [r for r in read_metrics(tmp_path) if "train/episode_cost" in r]
     assert rows and all("lagrange/kp" in r for r in rows)

@@ -25,9 +25,7 @@ from marvel.lagrange import DualAscent
 from marvel.rollout import Episode
 from marvel.sac_lag import OnlineLearner, SACLag
 
-# bump when the recipe changes what a given config produces (2: fused Adam; 3: resets free of
-# the previous episode, marvel.envs.ReproducibleReset; 4: critic output layers as multiply-sum;
-# 5: the actor's log-probability from its standard-normal noise, which rounds differently)
+# bump when the recipe changes what a given config produces (the reasons: benchmarks/README.md)
 FORMAT_VERSION = 5
 
 
