@@ -31,7 +31,7 @@ PANELS: dict[str, tuple[tuple[str, str], ...]] = {
         ("diag/q_reward", "min Q_r"),
         ("diag/lambda_q_cost", "lambda Q_c"),
     ),
-    "policy": (("diag/kl_to_pi0", "KL(pi || pi_0)"), ("diag/entropy", "entropy")),
+    "policy: KL to pi_0 (log scale), entropy (right axis)": (("diag/kl_to_pi0", "KL(pi || pi_0)"),),
 }
 
 
@@ -60,6 +60,11 @@ def plot_run(run_dir: Path, path: Path) -> Path:
             x, y = series(rows, key)
             if x:
                 ax.plot(x, y, label=label, marker="." if len(x) < 40 else None)
+        if title.startswith("policy"):
+            ax.set_yscale("symlog", linthresh=1e-2)
+            x, y = series(rows, "diag/entropy")
+            if x:
+                ax.twinx().plot(x, y, color="tab:orange", label="entropy")
         if title == "normalized cost":
             x, y = series(rows, "train/episode_cost")
             if x:

@@ -16,11 +16,13 @@ pytestmark = pytest.mark.slow
 
 def test_main_command_runs_the_whole_pipeline(tmp_path: Path) -> None:
     """``python run.py`` (the README's main job): Marvel end to end at budget=default."""
-    run_cli("logger=none", f"hydra.run.dir={tmp_path}", timeout=900)
+    proc = run_cli("logger=none", f"hydra.run.dir={tmp_path}", timeout=900)
     summary = read_summary(tmp_path)
     assert summary["experiment"] == "marvel" and summary["dataset"]["source"] == "collect"
     assert summary["pretrained"]["algo"] == "cpq" and summary["vpa"]["iterations"] == 500
-    assert summary["online"]["updates"] == 250 and summary["online"]["env_steps"] == 30_000
+    assert summary["online"]["updates"] == 500 and summary["online"]["env_steps"] == 100_000
+    verdict = "SAFE" if summary["eval"]["safe"] else "UNSAFE"
+    assert f": {verdict}; the starting policy" in proc.stdout.strip().splitlines()[-1]
     # pi_0 is a trained policy: it scores far above a random one (normalized reward ~0)
     assert summary["initial_eval"]["normalized_reward"] > 0.2
 
