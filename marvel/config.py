@@ -144,6 +144,7 @@ class BudgetConfig:
     offline_steps: int = MISSING
     vpa_iterations: int = MISSING
     vpa_diagnostic_states: int = 32  # dataset states of VPA's diagnostic (0: none)
+    vpa_diagnostic_horizon: int | None = None  # steps per diagnostic rollout (None: episode length)
     seeds: int = 3  # seeds per configuration in the sweeps (sweeps/*.yaml: range(budget.seeds))
 
 

@@ -33,9 +33,8 @@ def rollout_diagnostics(agent: SACLag, episodes: list[Episode], lam: float) -> d
     cfg, device = agent.cfg, agent.device
     obs = torch.as_tensor(np.concatenate([e.transitions["obs"] for e in episodes]), device=device)
     act = torch.as_tensor(np.concatenate([e.transitions["act"] for e in episodes]), device=device)
-    mc_reward = np.concatenate(
-        [discounted_to_go(cfg.reward_scale * e.transitions["reward"], cfg.gamma) for e in episodes]
-    )
+    rewards = [cfg.reward_scale * e.transitions["reward"].astype(np.float64) for e in episodes]
+    mc_reward = np.concatenate([discounted_to_go(r, cfg.gamma) for r in rewards])
     mc_cost = np.concatenate([discounted_to_go(e.transitions["cost"], cfg.gamma) for e in episodes])
     q_reward = agent.reward_critic(obs, act).min(0).values.mean().item()
     q_cost = agent.cost_critic(obs, act)[0].mean().item()
