@@ -10,11 +10,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from marvel.config import ConfigError, register_configs
-from marvel.data.dsrl_files import DatasetError
-from marvel.envs import UnknownTaskError
 from marvel.errors import MarvelError
-from marvel.launch import SweepInfo, torch_threads_for_job
+
+try:  # an unusable DSRL_DATASET_DIR stops the imports: one line, even for --help
+    from marvel.config import register_configs
+    from marvel.launch import (
+        USER_ERRORS,
+        SweepInfo,
+        clear_failure,
+        record_failure,
+        refuse,
+        torch_threads_for_job,
+    )
+except MarvelError as err:
+    print(f"marvel: error: {err}", file=sys.stderr)
+    sys.exit(2)
 
 register_configs()
 
@@ -24,16 +34,23 @@ def main(cfg: DictConfig) -> None:
     from marvel.pipeline import run  # after Hydra has parsed the command line: fast --help
 
     hydra_cfg = HydraConfig.get()
-    sweep = None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        sweep = SweepInfo(cfg.sweep, Path(hydra_cfg.sweep.dir))
-        if cfg.torch_threads == 0:  # 0 = automatic: a fair share of the CPUs per parallel job
-            cfg.torch_threads = torch_threads_for_job(hydra_cfg.launcher)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            run(cfg, run_dir)
+        except USER_ERRORS as err:
+            refuse(err)
+        return
+    # a sweep's job: a failure is recorded in its dir and the sweep goes on (LaunchChecks lists
+    # the failed jobs at the end and exits non-zero)
+    if cfg.torch_threads == 0:  # 0 = automatic: a fair share of the CPUs per parallel job
+        cfg.torch_threads = torch_threads_for_job(hydra_cfg.launcher)
+    clear_failure(run_dir)
     try:
-        run(cfg, Path(hydra_cfg.runtime.output_dir), sweep)
-    except (MarvelError, ConfigError, DatasetError, UnknownTaskError) as err:
-        print(f"marvel: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        run(cfg, run_dir, SweepInfo(cfg.sweep, Path(hydra_cfg.sweep.dir)))
+    except Exception as err:  # noqa: BLE001  (any fault of one job must not end the others)
+        record_failure(run_dir, err)
+        print(f"marvel: error: job {hydra_cfg.job.num} ({run_dir}): {err}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def time_sweep(overrides: list[str], work: Path) -> tuple[float, int]:
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, env=environ, check=True, capture_output=True)
     seconds = time.perf_counter() - start
-    jobs = [d for d in sweep_dir.iterdir() if d.name.isdigit()]
+    jobs = [d for d in sweep_dir.iterdir() if d.is_dir() and d.name.split("_")[0].isdigit()]
     missing = [d for d in jobs if not (d / "summary.json").is_file()]
     if missing:
         raise RuntimeError(f"{len(missing)} of {len(jobs)} jobs wrote no summary in {sweep_dir}")

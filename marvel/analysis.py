@@ -272,17 +272,44 @@ def load_wandb(path: str, group: str | None) -> list[RunRecord]:
 # ----------------------------------------------------------------------------- aggregates
 
 
+# The presets in the paper's order (its ablation, then the O2O baselines); a method label is
+# its preset, then its varying settings ("marvel offline=bearl").
+PAPER_ORDER = (
+    "marvel",
+    "vpa_pid",
+    "vpa_only",
+    "apid_only",
+    "warm_start",
+    "from_scratch",
+    "target_noise",
+    "kl_to_prior",
+    "hybrid_replay",
+    "jsrl",
+    "pex",
+    "offline_only",
+)
+
+
+def method_order(method: str) -> tuple[int, str]:
+    """Sort key of a method label: the paper's order of its preset, other presets after them
+    (alphabetically), then the label."""
+    preset = method.split(" ", 1)[0]
+    rank = PAPER_ORDER.index(preset) if preset in PAPER_ORDER else len(PAPER_ORDER)
+    return rank, method
+
+
 def group_runs(runs: Iterable[RunRecord]) -> dict[str, dict[str, list[RunRecord]]]:
-    """env -> method -> its runs ordered by seed (envs and methods sorted)."""
+    """env -> method -> its runs ordered by seed (envs sorted, methods in the paper's order)."""
     groups: dict[str, dict[str, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
-    for run in sorted(runs, key=lambda r: (r.env, r.method, r.seed, r.source)):
+    for run in sorted(runs, key=lambda r: (r.env, method_order(r.method), r.seed, r.source)):
         groups[run.env][run.method].append(run)
     return {env: dict(methods) for env, methods in groups.items()}
 
 
-def _mean_std(values: Iterable[float]) -> tuple[float, float]:
+def mean_std(values: Iterable[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1); the deviation is None for one value."""
     array = np.asarray(list(values), dtype=float)
-    return float(array.mean()), float(array.std())
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else None
 
 
 def curve_stats(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
@@ -291,8 +318,8 @@ def curve_stats(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
     updates = sorted(set.intersection(*(set(run.curve) for run in runs)))
     rows = []
     for update in updates:
-        reward_mean, reward_std = _mean_std(run.curve[update][0] for run in runs)
-        cost_mean, cost_std = _mean_std(run.curve[update][1] for run in runs)
+        reward_mean, reward_std = mean_std(run.curve[update][0] for run in runs)
+        cost_mean, cost_std = mean_std(run.curve[update][1] for run in runs)
         rows.append(
             {
                 "update": update,
@@ -344,7 +371,7 @@ def aggregate(
                 ("cost", "normalized_cost"),
                 ("cumulative_cost", "cumulative_cost"),
             ):
-                entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std(
+                entry[f"{name}_mean"], entry[f"{name}_std"] = mean_std(
                     run.final[key] for run in runs
                 )
             entry["n_seeds"] = len(runs)
@@ -364,8 +391,9 @@ def iqm_estimates(
 
     envs = list(groups)
     all_methods = set().union(*(set(methods) for methods in groups.values()))
-    methods = sorted(set.intersection(*(set(methods) for methods in groups.values())))
-    if left_out := sorted(all_methods - set(methods)):
+    common = set.intersection(*(set(methods) for methods in groups.values()))
+    methods = sorted(common, key=method_order)
+    if left_out := sorted(all_methods - common, key=method_order):
         warn(f"IQM leaves out methods not run on every env: {'; '.join(left_out)}")
     if not methods:
         return []
@@ -424,11 +452,12 @@ def _seeds_note(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
 
 
 def _methods(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return sorted(set().union(*(set(entries) for entries in table.values())))
+    return sorted(set().union(*(set(entries) for entries in table.values())), key=method_order)
 
 
-def _pm(mean: float, std: float, sep: str) -> str:
-    return f"{mean:.2f}{sep}{std:.2f}"
+def _pm(mean: float, std: float | None, sep: str) -> str:
+    """``mean ± std``; a single run's value says so instead of showing a zero spread."""
+    return f"{mean:.2f} (n=1)" if std is None else f"{mean:.2f}{sep}{std:.2f}"
 
 
 def markdown_tables(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
@@ -456,8 +485,8 @@ def markdown_tables(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str
         lines.append(f"| {method.replace('|', '/')} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Mean ± std over seeds ({_seeds_note(table)}). Bold: the best safe entry per env "
-        "(highest normalized reward).",
+        f"Mean ± sample std over seeds ({_seeds_note(table)}). Bold: the best safe entry per "
+        "env (highest normalized reward).",
         "",
         "† unsafe: normalized cost > 1",
         "",
@@ -478,7 +507,7 @@ def markdown_tables(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str
             for env in envs
         ]
         lines.append(f"| {method.replace('|', '/')} | " + " | ".join(cells) + " |")
-    lines += ["", f"Mean ± std over seeds ({_seeds_note(table)})."]
+    lines += ["", f"Mean ± sample std over seeds ({_seeds_note(table)})."]
     return "\n".join(lines) + "\n"
 
 
@@ -561,15 +590,15 @@ def latex_tables(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     lines = [
         "% marvel.analysis tables: the preamble needs \\usepackage{booktabs}, \\usepackage{xcolor}",
         *_tex_table(
-            rf"Final normalized reward and cost, mean $\pm$ std over seeds ({note}). Gray: unsafe "
-            r"(normalized cost $> 1$). Bold: the best safe entry per task.",
+            rf"Final normalized reward and cost, mean $\pm$ sample std over seeds ({note}). "
+            r"Gray: unsafe (normalized cost $> 1$). Bold: the best safe entry per task.",
             envs,
             ["reward", "cost"],
             final_rows,
         ),
         "",
         *_tex_table(
-            rf"Cumulative online cost, mean $\pm$ std over seeds ({note}).",
+            rf"Cumulative online cost, mean $\pm$ sample std over seeds ({note}).",
             envs,
             ["cost"],
             cumulative_rows,
@@ -593,7 +622,7 @@ def plot_curves(env: str, rows: Sequence[Mapping[str, Any]], path: Path) -> None
         x = [p["update"] for p in points]
         for ax, name in ((ax_reward, "reward"), (ax_cost, "cost")):
             mean = np.array([p[f"{name}_mean"] for p in points])
-            std = np.array([p[f"{name}_std"] for p in points])
+            std = np.array([p[f"{name}_std"] for p in points], dtype=float)  # None: nan
             (line,) = ax.plot(x, mean, label=method)
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax_cost.axhline(1.0, color="gray", linestyle="--", label="cost limit")
@@ -625,6 +654,10 @@ def plot_iqm(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     axes[1].legend(fontsize="small")
     axes[0].set_yticks(range(len(methods)), methods)
     axes[0].set_ylim(-0.5, len(methods) - 0.5)
+    fig.suptitle(
+        f"Interquartile mean of the final scores over {rows[0]['n_envs']} env(s) x seeds "
+        "(stratified-bootstrap 95% CI; seeds per method in iqm.csv)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=150)
 

@@ -51,6 +51,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def checkpoint_task(path: str | os.PathLike) -> str:
+    """The task the checkpoint at ``path`` was trained on."""
+    state = load_checkpoint(path)
+    if "task" not in state:
+        raise CheckpointError(
+            f"{resolve_checkpoint_path(path)} does not record its task (written by an older "
+            "marvel); evaluate it with the version that wrote it"
+        )
+    return str(state["task"])
+
+
 def rng_state() -> dict[str, Any]:
     """Python and torch RNG states, for exact resumption (marvel draws NumPy randomness from
     its own seeded Generators, whose states live with their owners)."""
@@ -81,6 +92,9 @@ def load_policy(
         if state.get("kind") == "pretrained":
             hidden_sizes = state["pretrained"]["sizes"]["hidden_sizes"]
             actor_state = state["pretrained"]["actor"]
+        elif state.get("kind") == "pretraining":  # a run in (or done with) its offline stage
+            hidden_sizes = state["spec"]["sizes"]["hidden_sizes"]
+            actor_state = state["learner"]["actor"]
         else:
             hidden_sizes = state["agent_config"]["hidden_sizes"]
             actor_state = state["learner"]["agent"]["actor"]

@@ -7,12 +7,13 @@ misspelt key or a wrong type in any YAML file or override fails at start with Hy
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from marvel.data.dsrl_files import DEFAULT_MIRRORS
 from marvel.lagrange import CONTROLLERS, ControllerConfig
@@ -129,6 +130,7 @@ class LoggerConfig:
     mode: str = "offline"  # offline (default: no account needed) | online | disabled
     project: str = "marvel"
     entity: str | None = None
+    dir: str | None = None  # the W&B files' parent dir; None: the run dir
     group: str | None = None  # default: the sweep launch under -m, else the experiment name
     tags: list[str] = field(default_factory=list)
 
@@ -199,8 +201,34 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def unknown_keys(node: Any, prefix: str = "") -> list[str]:
+    """Keys of ``node`` that its schema dataclass does not declare, at any depth: what a
+    ``+key=value`` override adds (Hydra lets ``+`` through a structured config)."""
+    if not isinstance(node, DictConfig):
+        return []
+    schema = OmegaConf.get_type(node)
+    known = (
+        {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    )
+    found = []
+    for key in node.keys():
+        name = f"{prefix}{key}"
+        if known is not None and key not in known and name != "hydra":
+            found.append(name)
+        elif name != "hydra":
+            found += unknown_keys(node._get_node(key), f"{name}.")
+    return found
+
+
 def validate(cfg: Any) -> None:
     """Range checks a type cannot express; raises ConfigError naming the key and the fix."""
+    unknown = unknown_keys(cfg)
+    _check(
+        not unknown,
+        ", ".join(unknown),
+        "not a setting of marvel's schema (marvel/config.py); check the spelling, and drop the "
+        "'+' that Hydra suggests",
+    )
     _check(cfg.stage in STAGES, "stage", f"got {cfg.stage!r}; valid: {', '.join(STAGES)}")
     _check(cfg.resume in RESUME, "resume", f"got {cfg.resume!r}; valid: {', '.join(RESUME)}")
     _check(
@@ -297,7 +325,8 @@ def validate(cfg: Any) -> None:
     _check(
         cfg.logger.mode in ("offline", "online", "disabled"),
         "logger.mode",
-        f"got {cfg.logger.mode!r}; valid: offline, online, disabled",
+        f"got {cfg.logger.mode!r} (WANDB_MODE, if set, is its default); valid: offline, "
+        "online, disabled",
     )
     for key in ("online_iterations", "eval_episodes", "eval_every", "checkpoint_every"):
         value = cfg.budget[key]

@@ -10,6 +10,7 @@ copied, so marvel scores agree with DSRL's by construction.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,9 +40,15 @@ def real_std_streams() -> Iterator[None]:
 with real_std_streams():
     import bullet_safety_gym.envs.builder  # noqa: F401  (registers the Safety*-v0 envs)
 
-from dsrl import infos as dsrl_infos  # noqa: E402  (after bullet-safety-gym, which dsrl wraps)
-
 from marvel.errors import MarvelError  # noqa: E402
+
+try:  # after bullet-safety-gym, which dsrl wraps; dsrl creates DSRL_DATASET_DIR at import
+    from dsrl import infos as dsrl_infos
+except OSError as err:
+    raise MarvelError(
+        f"DSRL_DATASET_DIR={os.environ.get('DSRL_DATASET_DIR', '~/.dsrl/datasets')} cannot be "
+        f"created ({err.strerror}); set DSRL_DATASET_DIR to a writable dir"
+    ) from None
 
 BULLET_TASKS: tuple[str, ...] = (
     "BallCircle",

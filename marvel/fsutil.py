@@ -35,6 +35,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def unwritable_reason(path: str | os.PathLike) -> str | None:
+    """Why a directory could not be created or written at ``path`` (None if it could), found
+    without creating anything: the nearest existing ancestor must be a writable directory."""
+    probe = Path(path).expanduser().absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -6,15 +6,32 @@ values from it.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
+
+from marvel.config import ConfigError
+from marvel.data.dsrl_files import DatasetError
+from marvel.envs import UnknownTaskError
+from marvel.errors import MarvelError
+
+# errors whose message tells the user what to fix: one line, exit code 2, no traceback
+USER_ERRORS = (MarvelError, ConfigError, DatasetError, UnknownTaskError)
+
+
+def refuse(err: Exception) -> None:
+    """Print ``err``'s one-line message and exit with code 2."""
+    print(f"marvel: error: {err}", file=sys.stderr)
+    sys.exit(2)
 
 
 def available_cpus() -> int:
@@ -75,11 +92,62 @@ def check_writable_dir(path: str | os.PathLike, override: str) -> None:
         sys.exit(2)
 
 
-class OutputDirCheck(Callback):
-    """Hydra callback (conf/config.yaml): the run or sweep dir must be writable."""
+FAILURE_FILE = "failed.json"
+
+
+def record_failure(run_dir: Path, err: BaseException) -> None:
+    """Say in a sweep job's dir why it failed (``failed.json``: the message, the error type and
+    the traceback); a ``summary.json`` with ``status: failed`` too, unless the run wrote one."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    failure = {
+        "status": "failed",
+        "error": str(err),
+        "error_type": type(err).__name__,
+        "traceback": "".join(traceback.format_exception(err)),
+    }
+    (run_dir / FAILURE_FILE).write_text(json.dumps(failure, indent=2))
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        summary.write_text(json.dumps({k: failure[k] for k in ("status", "error", "error_type")}))
+
+
+def clear_failure(run_dir: Path) -> None:
+    """A job that starts again in its dir is no longer failed (a rerun sweep resumes)."""
+    (run_dir / FAILURE_FILE).unlink(missing_ok=True)
+
+
+def failed_jobs(sweep_dir: Path) -> list[tuple[Path, str]]:
+    """The jobs of the sweep in ``sweep_dir`` that failed, with their error messages."""
+    return [
+        (path.parent, json.loads(path.read_text())["error"])
+        for path in sorted(sweep_dir.rglob(FAILURE_FILE))
+    ]
+
+
+class LaunchChecks(Callback):
+    """Hydra callback (conf/config.yaml): a single run is refused before anything is written
+    when its config, device, task or resume point is wrong; the run or sweep dir must be
+    writable; a sweep with failed jobs names them at its end and exits non-zero."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from marvel.pipeline import preflight  # envs and agents: imported once a run starts
+
+        job_config = copy.deepcopy(config)  # what the task function gets: no hydra node
+        with read_write(job_config), open_dict(job_config):
+            del job_config["hydra"]
+        try:  # before Hydra creates the run dir or rewrites an existing one's .hydra/
+            preflight(job_config, Path(config.hydra.run.dir))
+        except USER_ERRORS as err:
+            refuse(err)
         check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_writable_dir(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed = failed_jobs(Path(config.hydra.sweep.dir))
+        if failed:
+            lines = [f"  {run_dir}: {message}" for run_dir, message in failed]
+            print(f"marvel: error: {len(failed)} job(s) of the sweep failed:", file=sys.stderr)
+            print("\n".join(lines), file=sys.stderr)
+            sys.exit(1)

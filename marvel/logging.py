@@ -145,6 +145,7 @@ class RunLogger:
         mode: Literal["offline", "online", "disabled"] = "offline",
         project: str = "marvel",
         entity: str | None = None,
+        wandb_dir: str | Path | None = None,
         group: str | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
@@ -156,7 +157,8 @@ class RunLogger:
         """``resume_at`` = (x-axis, step): continue a run resumed from a checkpoint taken at
         that step: its rows logged later on that axis (after the checkpoint, before the run
         died) are dropped, the rest kept; None starts ``metrics.jsonl`` afresh. Pass the run's
-        ``run_id`` to keep logging into the same W&B run."""
+        ``run_id`` to keep logging into the same W&B run; W&B's files go under ``wandb_dir``
+        (default: the run dir)."""
         if backend not in ("wandb", "none"):
             raise ValueError(f"backend must be 'wandb' or 'none', got {backend!r}")
         if mode not in ("offline", "online", "disabled"):
@@ -175,7 +177,7 @@ class RunLogger:
         if backend == "wandb" and mode != "disabled":
             self._run = self._start_wandb(
                 mode,
-                dir=str(self.run_dir),
+                dir=str(wandb_dir or self.run_dir),
                 project=project,
                 entity=entity,
                 group=group,

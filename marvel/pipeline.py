@@ -7,6 +7,7 @@ config, caches what a later run can reuse (collected datasets), logs, and checkp
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 import zlib
@@ -19,9 +20,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from marvel.checkpoint import (
     LAST,
+    checkpoint_task,
     load_checkpoint,
     load_policy,
     rng_state,
@@ -43,7 +46,13 @@ from marvel.data.dsrl_files import (
 from marvel.envs import TaskSpec, make_env, space_dims, task_spec
 from marvel.errors import CheckpointError, MarvelError, NumericalFault, check_finite
 from marvel.evaluate import EvalResult, evaluate, make_eval_envs
-from marvel.fsutil import json_digest, locked, remove_partial_writes, sha256_file
+from marvel.fsutil import (
+    json_digest,
+    locked,
+    remove_partial_writes,
+    sha256_file,
+    unwritable_reason,
+)
 from marvel.lagrange import make_controller
 from marvel.launch import SweepInfo
 from marvel.logging import RunLogger, run_metadata
@@ -75,10 +84,24 @@ class RunContext:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
+    """``auto``: CUDA when present, else CPU; ``cpu``, ``cuda`` and ``cuda:N`` only where they
+    exist (MarvelError naming what this machine has otherwise)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    valid = "valid: auto, cpu, cuda, cuda:N"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MarvelError(f"device={name} is not a device; {valid}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise MarvelError(f"device={name}: marvel runs on cpu or cuda; {valid}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise MarvelError(
+            f"device={name} is not available (this machine has {count} CUDA device(s)); use "
+            "device=auto or device=cpu"
+        )
+    return device
 
 
 def derived_seed(seed: int, name: str) -> int:
@@ -95,8 +118,13 @@ def seed_everything(seed: int, stage: str = "") -> None:
     torch.manual_seed(derived)
 
 
+LOG = logging.getLogger("marvel")
+
+
 def log(message: str) -> None:
-    tqdm.write(f"[marvel] {message}")
+    """A message to the console and the run dir's ``run.log`` (Hydra's job logging,
+    conf/config.yaml), printed above any progress bar (``run`` redirects it through tqdm)."""
+    LOG.info(message)
 
 
 # ----------------------------------------------------------------------------- data
@@ -281,6 +309,8 @@ def pretrained_start(
                         ctx.run_dir / "checkpoints" / LAST,
                         {
                             "kind": "pretraining",
+                            "task": task.name,
+                            "dims": [obs_dim, act_dim],
                             "config_digest": config_digest(cfg),
                             "wandb_run_id": ctx.logger.run_id,
                             "spec": spec,
@@ -361,12 +391,13 @@ def run_vpa(
         agent.reset_critics()
     log(f"VPA: aligning the {vpa_cfg.start} critics for {vpa_cfg.iterations} iterations")
     start = time.perf_counter()
-    losses = align(
-        agent,
-        offline,
-        vpa_cfg,
-        log=lambda metrics, it: ctx.logger.log(metrics, it, step_metric="vpa/iteration"),
-    )
+    with tqdm(total=vpa_cfg.iterations, desc="VPA", unit="it") as bar:
+
+        def log_vpa(metrics: dict[str, float], iteration: int) -> None:
+            ctx.logger.log(metrics, iteration, step_metric="vpa/iteration")
+            bar.update(iteration - bar.n)
+
+        losses = align(agent, offline, vpa_cfg, log=log_vpa)
     ctx.timings["vpa_s"] = time.perf_counter() - start
     summary: dict[str, Any] = {"iterations": vpa_cfg.iterations, "start": vpa_cfg.start, **losses}
     if sample is not None:
@@ -468,8 +499,8 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
         result = EvalResult(**resume["progress"]["last_eval"])
         log(f"resuming at iteration {learner.iteration} of {iterations} from {LAST}")
     resumed_from = learner.iteration if resume is not None else None
-    bar = tqdm(range(learner.iteration, iterations), desc=f"finetune {task.name}", unit="it")
-    for i in bar:
+    bar = tqdm(total=iterations, initial=learner.iteration, desc=f"finetune {task.name}", unit="it")
+    for i in range(learner.iteration, iterations):
         row = learner.iteration_step()
         check_finite(row, "finetuning", learner.updates)  # before saving: keep the last good one
         last = i + 1 == iterations
@@ -482,6 +513,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
             cost=f"{row['train/episode_cost']:.1f}",
             lam=f"{controller.lam:.3g}",
         )
+        bar.update()
         if (i + 1) % cfg.budget.checkpoint_every == 0 or last:
             save_checkpoint(
                 ctx.run_dir / "checkpoints" / LAST,
@@ -504,6 +536,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
                     },
                 },
             )
+    bar.close()
     ctx.timings["finetune_s"] = time.perf_counter() - start
     env.close()
     eval_envs.close()
@@ -583,6 +616,13 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+def finished(cfg: DictConfig, resume: dict[str, Any] | None) -> bool:
+    """Whether the finetuning checkpoint ``resume`` is at the end of ``cfg``'s budget."""
+    if resume is None or resume["kind"] != "sac_lag":
+        return False
+    return resume["learner"]["counters"]["iteration"] >= cfg.budget.online_iterations
+
+
 def resume_axis_step(checkpoint: dict[str, Any]) -> tuple[str, int]:
     """The x-axis and step a checkpoint was taken at (its metrics rows end there)."""
     if checkpoint["kind"] == "pretraining":
@@ -619,6 +659,7 @@ def make_logger(
         mode=cfg.logger.mode,
         project=cfg.logger.project,
         entity=cfg.logger.entity,
+        wandb_dir=cfg.logger.dir,
         group=cfg.logger.group or default_group,
         name=f"{task.name}__{cfg.experiment}__s{cfg.seed}",
         tags=tags,
@@ -628,25 +669,45 @@ def make_logger(
     )
 
 
+def preflight(
+    cfg: DictConfig, run_dir: Path
+) -> tuple[torch.device, TaskSpec, dict[str, Any] | None]:
+    """Every check that can refuse a command, and writes nothing: the config, the device, the
+    task (stage=evaluate: the one the checkpoint was trained on) and whether ``run_dir``
+    resumes. Returns the device, the task and the checkpoint to resume from (or None)."""
+    validate(cfg)
+    reason = unwritable_reason(cfg.paths.cache_dir) if cfg.stage != "evaluate" else None
+    if reason is not None:
+        raise MarvelError(
+            f"paths.cache_dir={cfg.paths.cache_dir} cannot hold marvel's cache ({reason}); pass "
+            "paths.cache_dir=<a writable dir> or set MARVEL_CACHE"
+        )
+    device = resolve_device(cfg.device)
+    task_name = checkpoint_task(cfg.checkpoint) if cfg.stage == "evaluate" else cfg.env.name
+    return device, task_spec(task_name, cfg.env.cost_limit), resume_point(cfg, run_dir)
+
+
 def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[str, Any]:
     """Run ``cfg.stage`` in ``run_dir`` (a job of ``sweep``, if given); writes metrics.jsonl,
     summary.json, checkpoints/. With ``resume=auto`` a run dir that holds a pretraining or
     finetuning checkpoint of the same config is resumed from it."""
-    validate(cfg)
+    device, task, resume = preflight(cfg, run_dir)
+    if finished(cfg, resume) and (run_dir / "summary.json").is_file():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("status") == "ok":  # nothing to do: its results stand as written
+            log(f"{run_dir} holds this run, finished; resume=never starts it over")
+            for line in verdict(summary, run_dir):
+                log(line)
+            return summary
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    # stage=evaluate runs on the task the checkpoint was trained on
-    task_name = load_checkpoint(cfg.checkpoint)["task"] if cfg.stage == "evaluate" else cfg.env.name
-    task = task_spec(task_name, cfg.env.cost_limit)
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_writes(run_dir / "checkpoints" / LAST)
-    resume = resume_point(cfg, run_dir)
     log(f"{cfg.experiment} | stage={cfg.stage} | {task.name} | seed {cfg.seed} | {device}")
     log(f"run dir: {run_dir}")
     start = time.perf_counter()
-    with make_logger(cfg, task, run_dir, sweep, resume) as logger:
+    with logging_redirect_tqdm(), make_logger(cfg, task, run_dir, sweep, resume) as logger:
         ctx = RunContext(cfg, run_dir, device, task, logger, resume)
         try:
             summary = STAGES[cfg.stage](ctx)
@@ -673,26 +734,33 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
         logger.write_summary(summary)
     log(f"summary: {run_dir / 'summary.json'}")
     if "eval" in summary:
-        log(verdict(summary))
+        for line in verdict(summary, run_dir):
+            log(line)
     return summary
 
 
-def verdict(summary: dict[str, Any]) -> str:
-    """The run's result in one line: the final policy's score, SAFE or UNSAFE, and the
-    starting policy's score beside it where finetuning ran."""
+def verdict(summary: dict[str, Any], run_dir: Path) -> list[str]:
+    """The run's result in words: the final policy's score, SAFE or UNSAFE, the starting
+    policy's score where finetuning ran, and where the run's files are."""
 
     def score(result: dict[str, Any]) -> str:
         return (
-            f"normalized reward {result['normalized_reward']:.2f}, "
-            f"normalized cost {result['normalized_cost']:.2f}"
+            f"reward {result['reward']:.1f}, cost {result['cost']:.1f} (normalized reward "
+            f"{result['normalized_reward']:.2f}, normalized cost {result['normalized_cost']:.2f})"
         )
 
     result = summary["eval"]
-    line = (
+    lines = [
         f"result: {summary['task']['name']} {summary['experiment']} seed {summary['seed']}: "
-        f"{score(result)} (reward {result['reward']:.1f}, cost {result['cost']:.1f}, limit "
-        f"{result['cost_limit']:g}): {'SAFE' if result['safe'] else 'UNSAFE'}"
-    )
+        f"{'SAFE' if result['safe'] else 'UNSAFE'} (cost limit {result['cost_limit']:g})",
+        f"  final policy:    {score(result)}",
+    ]
     if "initial_eval" in summary:
-        line += f"; the starting policy: {score(summary['initial_eval'])}"
-    return line
+        lines.append(f"  starting policy: {score(summary['initial_eval'])}")
+    lines.append(f"  metrics:    {run_dir / 'metrics.jsonl'}")
+    checkpoint = summary.get("checkpoint") or (summary.get("pretrained") or {}).get("path")
+    if checkpoint:
+        lines.append(f"  checkpoint: {checkpoint}")
+    if "online" in summary:
+        lines.append(f"  curves:     python -m marvel.analysis {run_dir}")
+    return lines

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# One torch thread in the tests and every run they start (before torch is imported): at these
+# sizes a second thread gains little, and threads that outnumber free cores slow runs severalfold.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -31,8 +35,8 @@ def isolated_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["DSRL_DATASET_DIR"] = str(base / "dsrl")
     os.environ["WANDB_MODE"] = "offline"
     os.environ["WANDB_SILENT"] = "true"
-    os.environ["WANDB_DIR"] = str(base / "wandb")
-    os.environ.pop("WANDB_API_KEY", None)
+    for name in ("WANDB_API_KEY", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DIR"):
+        os.environ.pop(name, None)  # a run's W&B files go to its run dir
 
 
 def run_cli(
@@ -66,6 +70,23 @@ def ablation_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"paths.cache_dir={cache}",  # its own: other tests then see a cold cache
     )
     return sweep_dir
+
+
+def compose_config(*overrides: str) -> Any:
+    """The job config ``python run.py <overrides>`` composes (Hydra's compose API)."""
+    from hydra import compose, initialize_config_dir
+
+    from marvel.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """A sweep's job dirs (``<job number>_<env>_<experiment>_s<seed>``) by job number."""
+    jobs = [d for d in sweep_dir.iterdir() if d.is_dir() and d.name.split("_")[0].isdigit()]
+    return sorted(jobs, key=lambda d: int(d.name.split("_")[0]))
 
 
 def read_summary(run_dir: Path) -> dict:

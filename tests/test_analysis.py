@@ -27,6 +27,7 @@ from marvel.analysis import (
     main,
     mark_safe_and_best,
     markdown_tables,
+    mean_std,
     result_rows,
     runs_from_wandb,
 )
@@ -113,7 +114,7 @@ def test_table_matches_summaries(multirun: Path, analysis: Path) -> None:
         ):
             values = [run[key] for run in runs]
             assert entry[f"{name}_mean"] == pytest.approx(np.mean(values))
-            assert entry[f"{name}_std"] == pytest.approx(np.std(values))
+            assert entry[f"{name}_std"] == pytest.approx(np.std(values, ddof=1))
         assert entry["safe"] == (entry["cost_mean"] <= 1)
         cost = f"{entry['cost_mean']:.2f} ± {entry['cost_std']:.2f}"
         assert (cost + " †" in markdown) == (not entry["safe"])
@@ -142,7 +143,7 @@ def test_curves_match_metrics(multirun: Path, analysis: Path) -> None:
         assert int(row["n_seeds"]) == len(points) == 2
         assert float(row["reward_mean"]) == pytest.approx(points[:, 0].mean())
         assert float(row["cost_mean"]) == pytest.approx(points[:, 1].mean())
-        assert float(row["cost_std"]) == pytest.approx(points[:, 1].std())
+        assert float(row["cost_std"]) == pytest.approx(points[:, 1].std(ddof=1))
 
 
 def test_unsafe_and_best_marks() -> None:
@@ -193,6 +194,29 @@ def test_tables_mark_unsafe_gray_and_best_bold() -> None:
         r"reckless & \textcolor{gray}{0.90 $\pm$ 0.01} & \textcolor{gray}{1.50 $\pm$ 0.10}" in tex
     )
     assert r"careful & \textbf{0.60 $\pm$ 0.01} & \textbf{0.80 $\pm$ 0.10}" in tex
+
+
+def test_methods_in_the_papers_order_and_one_seed_says_so() -> None:
+    entry = {"reward_mean": 0.5, "cost_mean": 0.5, "cumulative_cost_mean": 9.0}
+    one = {**entry, "reward_std": None, "cost_std": None, "cumulative_cost_std": None}
+    many = {**entry, "reward_std": 0.1, "cost_std": 0.1, "cumulative_cost_std": 1.0}
+    table = mark_safe_and_best(
+        {
+            "BallRun": {
+                "from_scratch": {**many, "n_seeds": 3},
+                "apid_only": {**many, "n_seeds": 3},
+                "custom": {**many, "n_seeds": 3},
+                "marvel offline=bearl": {**many, "n_seeds": 3},
+                "marvel": {**one, "n_seeds": 1},
+            }
+        }
+    )
+    rows = [line.split(" | ")[0] for line in markdown_tables(table).splitlines()]
+    methods = [row.removeprefix("| ") for row in rows if row.startswith("| ")][1:6]
+    assert methods == ["marvel", "marvel offline=bearl", "apid_only", "from_scratch", "custom"]
+    assert "| marvel | **0.50 (n=1)** | **0.50 (n=1)** |" in markdown_tables(table)
+    assert mean_std([0.2]) == (0.2, None)
+    assert mean_std([0.0, 1.0, 2.0]) == (1.0, 1.0)  # the sample std (n - 1)
 
 
 def record(experiment: str, seed: int, env: str = "BallRun", **config: Any) -> RunRecord:

@@ -3,13 +3,16 @@ issue 2, the artifacts of DESIGN.md, and one clear line for each kind of bad inp
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from marvel.checkpoint import load_policy
 from marvel.data.dsrl_files import load_dsrl_dataset
-from tests.conftest import read_metrics, read_summary, run_cli
+from tests.conftest import ROOT, read_metrics, read_summary, run_cli
 
 SMOKE = ("budget=smoke",)
 
@@ -114,23 +117,48 @@ def assert_clean_error(proc, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "fragments"),
+    ("overrides", "fragments", "refused_at_start"),
     [
-        (("env=PointGoal",), ("PointGoal", "BallCircle", "AntRun")),
-        (("finetune.actr_lr=1",), ("actr_lr",)),
-        (("finetune.batch_size=many",), ("batch_size", "many")),
-        (("env.cost_limit=-1",), ("env.cost_limit", ">= 0")),
-        (("budget.online_iterations=0",), ("budget.online_iterations",)),
-        (("stage=pretrain", "offline=none"), ("offline=cpq",)),
-        (("stage=collect", "data.path=/nonexistent.hdf5"), ("/nonexistent.hdf5",)),
-        (("stage=evaluate", "checkpoint=/nonexistent/run"), ("no checkpoint at",)),
-        (("stage=evaluate", "checkpoint=/etc/hostname"), ("not a loadable marvel checkpoint",)),
-        (("stage=collect", "data.path=/etc/hostname"), ("HDF5",)),
+        (("env=PointGoal",), ("PointGoal", "BallCircle", "AntRun"), True),
+        (("finetune.actr_lr=1",), ("actr_lr",), True),
+        (("+finetune.actr_lr=1",), ("finetune.actr_lr: not a setting",), True),
+        (("finetune.batch_size=many",), ("batch_size", "many"), True),
+        (("env.cost_limit=-1",), ("env.cost_limit", ">= 0"), True),
+        (("budget.online_iterations=0",), ("budget.online_iterations",), True),
+        (("stage=pretrain", "offline=none"), ("offline=cpq",), True),
+        (("stage=collect", "data.path=/nonexistent.hdf5"), ("/nonexistent.hdf5",), False),
+        (("stage=evaluate", "checkpoint=/nonexistent/run"), ("no checkpoint at",), True),
+        (
+            ("stage=evaluate", "checkpoint=/etc/hostname"),
+            ("not a loadable marvel checkpoint",),
+            True,
+        ),
+        (("stage=collect", "data.path=/etc/hostname"), ("HDF5",), False),
+        (("device=gpu",), ("device=gpu", "valid: auto, cpu, cuda, cuda:N"), True),
+        (("device=mps",), ("device=mps", "cpu or cuda"), True),
+        (("device=cuda:99",), ("device=cuda:99 is not available",), True),
+        (("paths.cache_dir=/etc/hostname/c",), ("/etc/hostname is not a directory",), True),
     ],
 )
-def test_bad_input_fails_with_one_clear_message(overrides, fragments, tmp_path: Path) -> None:
-    proc = run_cli(*overrides, *SMOKE, f"hydra.run.dir={tmp_path}", check=False)
+def test_bad_input_fails_with_one_clear_message(
+    overrides, fragments, refused_at_start: bool, tmp_path: Path
+) -> None:
+    """One line, no traceback; a command refused at start creates no run dir (Hydra has not
+    made it yet)."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(*overrides, *SMOKE, f"hydra.run.dir={run_dir}", check=False)
     assert_clean_error(proc, *fragments)
+    assert run_dir.exists() != refused_at_start
+
+
+def test_an_unusable_dsrl_dataset_dir_is_one_line() -> None:
+    """dsrl creates DSRL_DATASET_DIR when imported: a path under a file fails even --help."""
+    env = {**os.environ, "DSRL_DATASET_DIR": "/etc/hostname/datasets"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "--help"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2
+    assert_clean_error(proc, "DSRL_DATASET_DIR=/etc/hostname/datasets cannot be created")
 
 
 def test_dsrl_unreachable_says_how_to_proceed(tmp_path: Path) -> None:
@@ -165,11 +193,19 @@ def test_marvel_pipeline_contract(marvel_run: Path) -> None:
             for key in ("spearman_reward", "spearman_cost", "q_cost", "mc_cost"):
                 assert f"{key}_{kind}" in diagnostic[when]
     assert summary["dataset"]["source"] == "collect"
-    # the last line says the result in words, with the starting policy's beside it
-    last = (marvel_run.parent / "marvel_output.txt").read_text().strip().splitlines()[-1]
-    final = summary["eval"]
-    assert f"normalized cost {final['normalized_cost']:.2f}" in last
-    assert ("UNSAFE" not in last) == final["safe"] and "the starting policy" in last
+    # the run ends with its result in words, on the console and in run.log
+    output = (marvel_run.parent / "marvel_output.txt").read_text().strip().splitlines()
+    block = output[-6:]
+    final, start = summary["eval"], summary["initial_eval"]
+    verdict = "SAFE" if final["safe"] else "UNSAFE"
+    assert block[0] == f"[marvel] result: BallCircle marvel seed 0: {verdict} (cost limit 20)"
+    assert f"normalized cost {final['normalized_cost']:.2f}" in block[1]
+    assert "starting policy" in block[2] and f"reward {start['reward']:.1f}" in block[2]
+    assert block[3].endswith(str(marvel_run / "metrics.jsonl"))
+    assert block[4].endswith(str(marvel_run / "checkpoints" / "last.pt"))
+    assert block[5].endswith(f"python -m marvel.analysis {marvel_run}")
+    run_log = (marvel_run / "run.log").read_text()
+    assert all(line.removeprefix("[marvel] ") in run_log for line in block)
     rows = [r for r in read_metrics(marvel_run) if "train/episode_reward" in r]
     assert rows and all("lagrange/kp" in r and "lagrange/lambda" in r for r in rows)
     rows = read_metrics(marvel_run)
@@ -210,6 +246,25 @@ def test_evaluate_a_pretrained_model(marvel_run: Path, tmp_path: Path) -> None:
     assert read_summary(tmp_path)["eval"]["episodes"] == 2
 
 
+def test_evaluate_an_offline_only_run_dir(tmp_path: Path) -> None:
+    """checkpoint=<an offline_only run dir>: its pretraining checkpoint's pi_0, which scores
+    what the offline run's own evaluation scored (same policy, same seeds)."""
+    offline_dir, eval_dir = tmp_path / "offline", tmp_path / "eval"
+    run_cli(
+        "experiment=offline_only", "env=BallRun", "logger=none", *SMOKE,
+        f"hydra.run.dir={offline_dir}",
+    )  # fmt: skip
+    actor, meta = load_policy(offline_dir)
+    assert meta["kind"] == "pretraining" and meta["task"] == "BallRun"
+    run_cli(
+        "stage=evaluate", f"checkpoint={offline_dir}", "logger=none", *SMOKE,
+        f"hydra.run.dir={eval_dir}",
+    )  # fmt: skip
+    evaluated, offline = read_summary(eval_dir)["eval"], read_summary(offline_dir)["eval"]
+    assert evaluated["reward"] == pytest.approx(offline["reward"])
+    assert evaluated["cost"] == pytest.approx(offline["cost"])
+
+
 def test_cache_hit_gives_the_same_numbers(marvel_run: Path, tmp_path: Path) -> None:
     """Each stage reseeds from (seed, stage): reusing the cached pi_0 changes nothing after it."""
     run_cli("experiment=marvel", "env=BallCircle", *SMOKE, f"hydra.run.dir={tmp_path}")
@@ -225,10 +280,7 @@ def test_cache_hit_gives_the_same_numbers(marvel_run: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "preset",
-    [
-        "vpa_pid",
-        "vpa_only",
-        "apid_only",
+    [  # the ablation's presets run in the ablation sweep (tests/test_sweeps.py)
         "offline_only",
         "kl_to_prior",
         "target_noise",

@@ -5,22 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from marvel.config import ConfigError, register_configs, validate
 from marvel.envs import TASKS
+from tests.conftest import compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 
 register_configs()
-
-
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def test_groups_of_design() -> None:
@@ -98,6 +93,10 @@ def test_unknown_option_lists_valid_ones() -> None:
         ("finetune.offline_fraction=1", "finetune.offline_fraction"),
         ("resume=sometimes", "resume"),
         ("eval_envs=0", "eval_envs"),
+        ("+finetune.actr_lr=1", "finetune.actr_lr: not a setting"),  # Hydra's hint, followed
+        ("+seeed=1", "seeed: not a setting"),
+        ("+env.finetune.actor_learning_rate=1", "env.finetune.actor_learning_rate"),
+        ("logger.mode=dryrun", "WANDB_MODE"),
     ],
 )
 def test_out_of_range_values_are_rejected(override: str, message: str) -> None:

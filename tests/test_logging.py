@@ -11,6 +11,7 @@ import torch
 import wandb
 
 from marvel.logging import RunLogger, redact, run_metadata
+from tests.conftest import compose_config, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +204,54 @@ def test_run_metadata() -> None:
     assert "git_commit" in meta and "git_dirty" in meta
     assert isinstance(meta["cuda_available"], bool)
     json.dumps(meta)
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "expected"),
+    [
+        ({}, (), ("offline", "marvel", None, None)),
+        (
+            {
+                "WANDB_MODE": "disabled",
+                "WANDB_PROJECT": "p",
+                "WANDB_ENTITY": "e",
+                "WANDB_DIR": "/w",
+            },
+            (),
+            ("disabled", "p", "e", "/w"),
+        ),
+        (  # the command line wins over the environment
+            {"WANDB_MODE": "disabled", "WANDB_PROJECT": "p"},
+            ("logger.mode=online", "logger.project=q"),
+            ("online", "q", None, None),
+        ),
+    ],
+)
+def test_wandb_environment_variables_set_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, environ: dict, overrides: tuple, expected: tuple
+) -> None:
+    for name in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    logger = compose_config(*overrides).logger
+    assert (logger.mode, logger.project, logger.entity, logger.dir) == expected
+
+
+def test_wandb_dir_and_disabled_mode_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As a cluster job sets them: WANDB_DIR holds the W&B files; WANDB_MODE=disabled writes
+    none (metrics.jsonl either way)."""
+    smoke = ("experiment=from_scratch", "env=BallRun", "budget=smoke", "budget.online_iterations=1")
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("WANDB_DIR", str(elsewhere))
+    run_cli(*smoke, f"hydra.run.dir={tmp_path / 'a'}")
+    assert len(list((elsewhere / "wandb").glob("offline-run-*/*.wandb"))) == 1
+    assert not (tmp_path / "a" / "wandb").exists()
+
+    monkeypatch.delenv("WANDB_DIR")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run_cli(*smoke, f"hydra.run.dir={tmp_path / 'b'}")
+    assert not (tmp_path / "b" / "wandb").exists()
+    assert (tmp_path / "b" / "metrics.jsonl").is_file()

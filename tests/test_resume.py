@@ -84,9 +84,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_killed_run_resumes_to_the_same_numbers(uninterrupted: Path, tmp_path: Path) -> None:
     killed_mid_finetuning(tmp_path)
-    run_cli(*RUN, f"hydra.run.dir={tmp_path}")  # the same command again
+    proc = run_cli(*RUN, f"hydra.run.dir={tmp_path}")  # the same command again
     resumed, reference = read_summary(tmp_path), read_summary(uninterrupted)
     assert 2 <= resumed["resumed_from_iteration"] < 16
+    # the progress bar continues from the checkpoint's iteration
+    assert f"| {resumed['resumed_from_iteration']}/16 [" in proc.stderr
     assert reference["resumed_from_iteration"] is None
     for key in ("eval", "initial_eval", "online", "lagrange", "vpa", "dataset"):
         assert resumed[key] == reference[key], key
@@ -96,6 +98,19 @@ def test_killed_run_resumes_to_the_same_numbers(uninterrupted: Path, tmp_path: P
     wandb_runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2
     assert len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1
+
+
+def test_a_finished_run_is_left_as_it_is(uninterrupted: Path) -> None:
+    """Rerunning a finished run's command says so and rewrites nothing (summary.json keeps
+    its collection and pretraining timings)."""
+    before = {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()}
+    proc = run_cli(*RUN, f"hydra.run.dir={uninterrupted}")
+    assert f"{uninterrupted} holds this run, finished" in proc.stdout
+    assert "[marvel] result: BallCircle marvel seed 0:" in proc.stdout
+    after = {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()}
+    changed = {p.relative_to(uninterrupted) for p in after if before.get(p) != after[p]}
+    # only Hydra's files: run.log gets this command's lines, .hydra/ its (same) config
+    assert all(p == Path("run.log") or p.parts[0] == ".hydra" for p in changed), changed
 
 
 def test_resume_never_starts_over(uninterrupted: Path, tmp_path: Path) -> None:
@@ -108,15 +123,12 @@ def test_resume_never_starts_over(uninterrupted: Path, tmp_path: Path) -> None:
 
 
 def test_another_config_does_not_resume(uninterrupted: Path) -> None:
-    """A run dir's checkpoint is resumed only by the config that wrote it, and marvel's files
-    there are left as they were (Hydra itself rewrites .hydra/ before marvel starts)."""
+    """A run dir's checkpoint is resumed only by the config that wrote it; the command is
+    refused before Hydra writes anything, so every file there is left as it was, .hydra/
+    included."""
 
     def files() -> dict[Path, bytes]:
-        return {
-            p: p.read_bytes()
-            for p in uninterrupted.rglob("*")
-            if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
-        }
+        return {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()}
 
     before = files()
     proc = run_cli(*RUN, "seed=1", f"hydra.run.dir={uninterrupted}", check=False)

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from marvel.config import SWEEPS_DIR, register_configs, validate
 from marvel.dashboard import build_workspace
 from marvel.launch import SweepInfo, available_cpus, torch_threads_for_job
-from tests.conftest import ROOT, read_metrics, read_summary, run_cli
+from tests.conftest import ROOT, job_dirs, read_metrics, read_summary, run_cli
 
 register_configs()
 
@@ -81,7 +81,7 @@ def test_seeds_follow_the_budget_and_the_command_line() -> None:
 
 def test_ablation_sweep_contract(ablation_sweep: Path) -> None:
     """Issue 4's contract: every ablation preset x 2 seeds, one run dir each with its summary."""
-    summaries = [read_summary(d) for d in sorted(ablation_sweep.iterdir()) if d.name.isdigit()]
+    summaries = [read_summary(d) for d in job_dirs(ablation_sweep)]
     assert len(summaries) == 12
     assert sorted((s["experiment"], s["seed"]) for s in summaries) == sorted(
         itertools.product(ABLATION, (0, 1))
@@ -111,14 +111,14 @@ def test_parallel_jobs_pretrain_once(tmp_path: Path) -> None:
         f"paths.cache_dir={cache}",
         f"hydra.sweep.dir={sweep_dir}",
     )
-    summaries = [read_summary(sweep_dir / str(i)) for i in range(2)]
+    summaries = [read_summary(d) for d in job_dirs(sweep_dir)]
     assert sorted(s["pretrained"]["cached"] for s in summaries) == [False, True]
     assert len(list((cache / "pretrained").glob("*.pt"))) == 1
     assert len(list((cache / "datasets").glob("*.hdf5"))) == 1
     assert {s["torch_threads"] for s in summaries} == {max(1, available_cpus() // 2)}
     # W&B offline inside loky workers (hydra #1320, wandb #1525): one closed run per job
-    for i in range(2):
-        assert len(list((sweep_dir / str(i) / "wandb").glob("offline-run-*/*.wandb"))) == 1
+    for job in job_dirs(sweep_dir):
+        assert len(list((job / "wandb").glob("offline-run-*/*.wandb"))) == 1
 
 
 def test_submitit_local_launcher(tmp_path: Path) -> None:
@@ -133,9 +133,35 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
         "hydra.launcher.cpus_per_task=1",
         f"hydra.sweep.dir={tmp_path}",
     )
-    summaries = [read_summary(tmp_path / str(i)) for i in range(2)]
+    summaries = [read_summary(d) for d in job_dirs(tmp_path)]
     assert [s["seed"] for s in summaries] == [0, 1]
     assert all(s["torch_threads"] == 1 and s["sweep"]["name"] is None for s in summaries)
+
+
+def test_a_failing_job_does_not_end_the_sweep(tmp_path: Path) -> None:
+    """Job 0 is refused (a negative cost limit): its dir says why, job 1 still runs, and the
+    sweep ends by naming the failed job and exiting non-zero."""
+    proc = run_cli(
+        "-m",
+        "experiment=from_scratch",
+        "env=BallRun",
+        "env.cost_limit=-5,20",
+        "budget=smoke",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path}",
+        check=False,
+    )
+    assert proc.returncode == 1
+    bad, good = job_dirs(tmp_path)
+    assert bad.name == "0_BallRun_from_scratch_s0"  # the job's number, task, method and seed
+    failure = json.loads((bad / "failed.json").read_text())
+    assert "cost_limit" in failure["error"] and failure["error_type"] == "ConfigError"
+    assert read_summary(bad)["status"] == "failed"
+    assert read_summary(good)["status"] == "ok"
+    assert not (good / "failed.json").exists()
+    assert "1 job(s) of the sweep failed" in proc.stderr
+    assert f"{bad}: " in proc.stderr and f"{good}: " not in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -193,9 +219,7 @@ def test_dashboard_plots_what_runs_log(ablation_sweep: Path) -> None:
     ]
     assert all(p["config"]["xAxis"] == "online/update" for p in panels)
     assert all(p["config"]["groupBy"] == "experiment.value" for p in panels)
-    logged = {
-        k for d in ablation_sweep.iterdir() if d.name.isdigit() for r in read_metrics(d) for k in r
-    }
+    logged = {k for d in job_dirs(ablation_sweep) for r in read_metrics(d) for k in r}
     plotted = {m for p in panels for m in p["config"]["metrics"]}
     assert plotted <= logged, plotted - logged
     assert "ablation:2026-11-24/15-42-07-123456" in json.dumps(spec)
