@@ -51,15 +51,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def checkpoint_task(path: str | os.PathLike) -> str:
-    """The task the checkpoint at ``path`` was trained on."""
+def checkpoint_task(path: str | os.PathLike) -> dict[str, Any] | str:
+    """The task the checkpoint at ``path`` was trained on: its recorded spec (``TaskSpec``
+    fields), or the name of a paper task in checkpoints that record only the name."""
     state = load_checkpoint(path)
     if "task" not in state:
         raise CheckpointError(
             f"{resolve_checkpoint_path(path)} does not record its task (written by an older "
             "marvel); evaluate it with the version that wrote it"
         )
-    return str(state["task"])
+    return state.get("task_spec", str(state["task"]))
 
 
 def rng_state() -> dict[str, Any]:

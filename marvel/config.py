@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from marvel.data.dsrl_files import DEFAULT_MIRRORS
+from marvel.data.dsrl_files import DEFAULT_HF_REPO, DEFAULT_MIRRORS
 from marvel.lagrange import CONTROLLERS, ControllerConfig
 from marvel.offline.bcql import BCQLConfig
 from marvel.offline.bearl import BEARLConfig
@@ -56,6 +56,13 @@ class EnvConfig:
     # pid.lambda_init=figure2 (the init_lambda sweep); the paper gives BallCircle and CarRun.
     figure2_lambda_init: float | None = None
     finetune: TaskFinetuneConfig = field(default_factory=TaskFinetuneConfig)
+    # Your own env (env=custom): a gymnasium id or module:Class, its episode length and,
+    # optionally, reference returns for normalization. Unset for the paper's tasks, whose
+    # constants come from dsrl.infos.
+    gym_id: str | None = None
+    max_episode_steps: int | None = None
+    reward_min: float | None = None
+    reward_max: float | None = None
 
 
 @dataclass
@@ -99,7 +106,9 @@ class CollectConfig:
 class DataConfig:
     source: str = "auto"  # auto | dsrl | collect; data.path=FILE uses that file instead
     path: str | None = None
-    # DSRL mirrors, tried in order ({file} = the file name from dsrl.infos.DATASET_URLS)
+    # DSRL's Hugging Face dataset repo (null: skip it), then URL mirrors tried in order
+    # ({file} = the file name from dsrl.infos.DATASET_URLS)
+    hf_repo: str | None = DEFAULT_HF_REPO
     mirrors: list[str] = field(default_factory=lambda: list(DEFAULT_MIRRORS))
     download_timeout_s: float = 30.0
     # The collected dataset's seed. Fixed, not the run seed: like a DSRL file, one dataset per
@@ -258,6 +267,12 @@ def validate(cfg: Any) -> None:
     )
     _check(cfg.eval_envs >= 1, "eval_envs", f"must be >= 1, got {cfg.eval_envs}")
     _check(cfg.env.cost_limit >= 0, "env.cost_limit", f"must be >= 0, got {cfg.env.cost_limit}")
+    _check(
+        cfg.env.gym_id is None or cfg.data.source != "dsrl",
+        "data.source",
+        f"DSRL has no dataset for your env {cfg.env.gym_id}: use data=auto or data=collect (a "
+        "collected one), or data.path=<your DSRL-format file>",
+    )
     _check(
         cfg.data.source in DATA_SOURCES,
         "data.source",

@@ -41,15 +41,15 @@ class EvalResult:
         return {f"{prefix}/{k}": float(v) for k, v in asdict(self).items()}
 
 
-def make_eval_envs(task_name: str, num_envs: int = 1) -> gym.Env | gym.vector.VectorEnv:
+def make_eval_envs(task: TaskSpec | str, num_envs: int = 1) -> gym.Env | gym.vector.VectorEnv:
     """What ``evaluate`` runs on: one env in this process for ``num_envs == 1``, else an
     ``AsyncVectorEnv`` with one env per worker process. (Never several envs in one process:
     Bullet Safety Gym draws from NumPy's global RNG, so they would perturb each other.)"""
     if num_envs < 1:
         raise ValueError(f"eval_envs must be >= 1, got {num_envs}")
     if num_envs == 1:
-        return make_env(task_name)
-    return gym.vector.AsyncVectorEnv([partial(make_env, task_name)] * num_envs, context="spawn")
+        return make_env(task)
+    return gym.vector.AsyncVectorEnv([partial(make_env, task)] * num_envs, context="spawn")
 
 
 def vector_step_costs(info: dict[str, Any], ended: np.ndarray) -> np.ndarray:

@@ -43,7 +43,14 @@ from marvel.data.dsrl_files import (
     fetch_dsrl_dataset,
     load_dsrl_dataset,
 )
-from marvel.envs import TaskSpec, make_env, space_dims, task_spec
+from marvel.envs import (
+    TaskSpec,
+    check_custom_env,
+    make_env,
+    space_dims,
+    task_from_config,
+    task_from_record,
+)
 from marvel.errors import CheckpointError, MarvelError, NumericalFault, check_finite
 from marvel.evaluate import EvalResult, evaluate, make_eval_envs
 from marvel.fsutil import (
@@ -177,25 +184,28 @@ def resolve_dataset(
     source = source or cfg.data.source
     if cfg.data.path is not None:
         path = Path(cfg.data.path).expanduser().resolve()
-        data = load_dsrl_dataset(path, task.name)
+        data = load_dsrl_dataset(path, task)
         identity = DatasetIdentity(path=str(path), sha256=sha256_file(path), source="file")
     else:
-        if source == "collect":
+        if source == "collect" or task.custom:  # DSRL has no file for your own env
             identity = collected_dataset(ctx)
         else:
             try:
                 identity = fetch_dsrl_dataset(
-                    task.name, tuple(cfg.data.mirrors), cfg.data.download_timeout_s
+                    task.name,
+                    tuple(cfg.data.mirrors),
+                    cfg.data.download_timeout_s,
+                    cfg.data.hf_repo,
                 )
             except DatasetUnavailableError:
                 if source == "dsrl":
                     raise
                 log(
                     f"data=auto: DSRL file {dsrl_file_name(task.name)} is not in "
-                    f"{dsrl_dataset_dir()} and no mirror answered; using a collected dataset"
+                    f"{dsrl_dataset_dir()} and no source served it; using a collected dataset"
                 )
                 identity = collected_dataset(ctx)
-        data = load_dsrl_dataset(identity.path, task.name)
+        data = load_dsrl_dataset(identity.path, task)
     log(f"dataset: {identity.source} {identity.path} (sha256 {identity.sha256[:12]}...)")
     ctx.logger.update_config({"dataset": identity.to_dict()})
     return identity, data
@@ -310,6 +320,7 @@ def pretrained_start(
                         {
                             "kind": "pretraining",
                             "task": task.name,
+                            "task_spec": asdict(task),
                             "dims": [obs_dim, act_dim],
                             "config_digest": config_digest(cfg),
                             "wandb_run_id": ctx.logger.run_id,
@@ -338,6 +349,7 @@ def pretrained_start(
                 {
                     "kind": "pretrained",
                     "task": task.name,
+                    "task_spec": asdict(task),
                     "dims": [obs_dim, act_dim],
                     "spec": spec,
                     "pretrained": pretrained.state_dict(),
@@ -358,7 +370,7 @@ def stage_pretrain(ctx: RunContext) -> dict[str, Any]:
     """Pretrain pi_0 offline (or reuse the cached model) and evaluate it (offline_only)."""
     identity, data = resolve_dataset(ctx)
     pretrained, info = pretrained_start(ctx, identity, data)
-    envs = make_eval_envs(ctx.task.name, ctx.cfg.eval_envs)
+    envs = make_eval_envs(ctx.task, ctx.cfg.eval_envs)
     result = evaluate(
         pretrained.actor, envs, ctx.task, ctx.cfg.budget.eval_episodes, ctx.cfg.seed, ctx.device
     )
@@ -454,7 +466,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
     run dir's last checkpoint when resuming."""
     cfg, task, device = ctx.cfg, ctx.task, ctx.device
     agent_cfg = OmegaConf.to_object(cfg.finetune)
-    env, eval_envs = make_env(task.name), make_eval_envs(task.name, cfg.eval_envs)
+    env, eval_envs = make_env(task), make_eval_envs(task, cfg.eval_envs)
     obs_dim, act_dim = space_dims(env)
     agent = SACLag(obs_dim, act_dim, agent_cfg, device)
     controller_cfg = OmegaConf.to_object(cfg.pid)
@@ -520,6 +532,7 @@ def stage_finetune(ctx: RunContext) -> dict[str, Any]:
                 {
                     "kind": "sac_lag",
                     "task": task.name,
+                    "task_spec": asdict(task),
                     "experiment": cfg.experiment,
                     "seed": cfg.seed,
                     "dims": [obs_dim, act_dim],
@@ -561,7 +574,7 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     """Evaluate a saved policy (checkpoint=<run dir or .pt>) on the task it was trained on."""
     cfg, task = ctx.cfg, ctx.task
     actor, meta = load_policy(cfg.checkpoint, ctx.device)
-    envs = make_eval_envs(task.name, cfg.eval_envs)
+    envs = make_eval_envs(task, cfg.eval_envs)
     result = evaluate(actor, envs, task, cfg.budget.eval_episodes, cfg.seed, ctx.device)
     envs.close()
     ctx.logger.log(result.metrics(), step=0)
@@ -683,8 +696,13 @@ def preflight(
             "paths.cache_dir=<a writable dir> or set MARVEL_CACHE"
         )
     device = resolve_device(cfg.device)
-    task_name = checkpoint_task(cfg.checkpoint) if cfg.stage == "evaluate" else cfg.env.name
-    return device, task_spec(task_name, cfg.env.cost_limit), resume_point(cfg, run_dir)
+    if cfg.stage == "evaluate":
+        task = task_from_record(checkpoint_task(cfg.checkpoint), cfg.env.cost_limit)
+    else:
+        task = task_from_config(cfg.env)
+    if task.custom:
+        check_custom_env(task)
+    return device, task, resume_point(cfg, run_dir)
 
 
 def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[str, Any]:
@@ -706,6 +724,13 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
     remove_partial_writes(run_dir / "checkpoints" / LAST)
     log(f"{cfg.experiment} | stage={cfg.stage} | {task.name} | seed {cfg.seed} | {device}")
     log(f"run dir: {run_dir}")
+    if task.custom:
+        scale = (
+            f"normalized against env.reward_min={task.reward_min:g}, reward_max={task.reward_max:g}"
+            if task.has_reference_returns
+            else "raw: no reference returns (env.reward_min, env.reward_max)"
+        )
+        log(f"your env {task.gym_id} (passes gymnasium's env checker); its rewards are {scale}")
     start = time.perf_counter()
     with logging_redirect_tqdm(), make_logger(cfg, task, run_dir, sweep, resume) as logger:
         ctx = RunContext(cfg, run_dir, device, task, logger, resume)
@@ -743,16 +768,20 @@ def verdict(summary: dict[str, Any], run_dir: Path) -> list[str]:
     """The run's result in words: the final policy's score, SAFE or UNSAFE, the starting
     policy's score where finetuning ran, and where the run's files are."""
 
+    raw = summary["task"].get("reward_min") is None  # your own env without reference returns
+
     def score(result: dict[str, Any]) -> str:
+        reward = "" if raw else f"normalized reward {result['normalized_reward']:.2f}, "
         return (
-            f"reward {result['reward']:.1f}, cost {result['cost']:.1f} (normalized reward "
-            f"{result['normalized_reward']:.2f}, normalized cost {result['normalized_cost']:.2f})"
+            f"reward {result['reward']:.1f}, cost {result['cost']:.1f} ({reward}normalized cost "
+            f"{result['normalized_cost']:.2f})"
         )
 
     result = summary["eval"]
     lines = [
         f"result: {summary['task']['name']} {summary['experiment']} seed {summary['seed']}: "
-        f"{'SAFE' if result['safe'] else 'UNSAFE'} (cost limit {result['cost_limit']:g})",
+        f"{'SAFE' if result['safe'] else 'UNSAFE'} (cost limit {result['cost_limit']:g}"
+        f"{'; rewards raw: no reference returns' if raw else ''})",
         f"  final policy:    {score(result)}",
     ]
     if "initial_eval" in summary:

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # One torch thread in the tests and every run they start (before torch is imported): at these
 # sizes a second thread gains little, and threads that outnumber free cores slow runs severalfold.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No test reaches huggingface.co (read at huggingface_hub's import): the DSRL download falls
+# through at once; the Hugging Face path is tested against a loopback hub (test_data_files.py).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)

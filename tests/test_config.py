@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from marvel.config import ConfigError, register_configs, validate
-from marvel.envs import TASKS
+from marvel.envs import CUSTOM, TASKS
 from tests.conftest import compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -31,7 +31,7 @@ def test_groups_of_design() -> None:
         "experiment",
     ):
         assert group in GROUPS
-    assert sorted(f.stem for f in (CONF / "env").glob("*.yaml")) == sorted(TASKS)
+    assert sorted(f.stem for f in (CONF / "env").glob("*.yaml")) == sorted([*TASKS, CUSTOM])
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS)

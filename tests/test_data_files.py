@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from marvel.data.dsrl_files import (
+    DEFAULT_HF_REPO,
     DatasetError,
     DatasetUnavailableError,
     dsrl_file_name,
@@ -176,6 +178,88 @@ def test_download_verify_and_reuse(
         f.write(b"tampered")
     with pytest.raises(DatasetError, match="changed since download"):
         fetch_dsrl_dataset(TASK, mirrors=(REFUSED,))
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub(good_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """A Hugging Face hub on loopback serving ``good_file`` at DSRL's dataset repo (the headers
+    ``huggingface_hub`` reads: the commit, the LFS file's SHA-256 as ETag, the size), with
+    offline mode off for this test. Yields its state: set ``etag`` to make the hub lie."""
+    content = good_file.read_bytes()
+    state = {"etag": sha256_file(good_file), "requests": []}
+    route = re.compile(rf"/datasets/{DEFAULT_HF_REPO}/resolve/[^/]+/{good_file.name}$")
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> bool:
+            state["requests"].append(f"{self.command} {self.path}")
+            if not route.match(self.path):
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+                return False
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("ETag", f'"{state["etag"]}"')
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            return True
+
+        def do_GET(self) -> None:
+            if self.do_HEAD():
+                self.wfile.write(content)
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{httpd.server_address[1]}")
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+        yield state
+        httpd.shutdown()
+        thread.join()
+
+
+def test_download_from_the_hugging_face_repo(
+    hub: dict, good_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSRL_DATASET_DIR", str(tmp_path))
+    identity = fetch_dsrl_dataset(TASK, mirrors=(REFUSED,), timeout_s=5.0)
+    name = dsrl_file_name(TASK)
+    assert identity.path == str(tmp_path / name)
+    assert identity.source == f"dsrl:hf://datasets/{DEFAULT_HF_REPO}@{COMMIT}/{name}"
+    assert (tmp_path / name).read_bytes() == good_file.read_bytes()
+    assert identity.sha256 == sha256_file(good_file)
+    assert any(
+        r.startswith(f"GET /datasets/{DEFAULT_HF_REPO}/resolve/{COMMIT}/") for r in hub["requests"]
+    )
+    again = fetch_dsrl_dataset(TASK, mirrors=(REFUSED,))  # on disk now: no request
+    assert again.source == "dsrl:local" and again.sha256 == identity.sha256
+
+
+def test_a_file_the_hub_does_not_vouch_for_is_refused(
+    hub: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download whose SHA-256 is not the one the hub records is deleted; the mirrors are
+    tried next, and the message names both failures."""
+    monkeypatch.setenv("DSRL_DATASET_DIR", str(tmp_path))
+    hub["etag"] = "f" * 64
+    with pytest.raises(DatasetUnavailableError) as raised:
+        fetch_dsrl_dataset(TASK, mirrors=(REFUSED,), timeout_s=5.0)
+    message = str(raised.value)
+    assert "is not the ffffffffffff... the hub records" in message and "127.0.0.1:9" in message
+    assert not (tmp_path / dsrl_file_name(TASK)).exists()
+
+
+def test_offline_mode_skips_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF_HUB_OFFLINE=1 (set for the whole suite): no request, the reason in the message."""
+    monkeypatch.setenv("DSRL_DATASET_DIR", str(tmp_path))
+    with pytest.raises(DatasetUnavailableError, match="offline mode is enabled"):
+        fetch_dsrl_dataset(TASK, mirrors=(REFUSED,), timeout_s=5.0)
 
 
 def test_episode_returns_drops_trailing_partial_episode() -> None:

@@ -41,6 +41,7 @@ def content_key(task: TaskSpec, cfg: CollectConfig, num_episodes: int, seed: int
     spec = {
         "format": FORMAT_VERSION,
         "task": task.name,
+        **({"env": [task.gym_id, task.max_episode_steps]} if task.custom else {}),
         "collect": asdict(cfg),
         "episodes": num_episodes,
         "seed": seed,
@@ -71,7 +72,7 @@ def collect_dataset(
 ) -> DatasetIdentity:
     """Train SAC-Lag under the curriculum for ``num_episodes`` episodes, record every episode,
     and write them to ``path`` (atomically) with a CR plot and a metadata sidecar beside it."""
-    env = make_env(task.name)
+    env = make_env(task)
     obs_dim, act_dim = space_dims(env)
     agent_cfg = cfg.agent
     agent = SACLag(obs_dim, act_dim, agent_cfg, device)

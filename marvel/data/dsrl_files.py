@@ -1,9 +1,11 @@
 """DSRL dataset files: locate, download, verify, validate and load them.
 
 A file is looked up in the DSRL directory first (``$DSRL_DATASET_DIR``, default
-``~/.dsrl/datasets``, dsrl's own convention), then downloaded from the first mirror that serves
-it. Files are checked here before dsrl reads them, so a bad file fails with a one-line message that
-says how to fix it instead of an assertion deep inside dsrl.
+``~/.dsrl/datasets``, dsrl's own convention), then downloaded from DSRL's Hugging Face dataset
+repo through ``huggingface_hub`` (its retries, resumable downloads, ``HF_ENDPOINT`` and
+``HF_HUB_OFFLINE``), else from the first URL mirror that serves it. Files are checked here before
+dsrl reads them, so a bad file fails with a one-line message that says how to fix it instead of
+an assertion deep inside dsrl.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -20,10 +23,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 from tqdm import tqdm
 
 from marvel.data.hdf5_io import DSRL_KEYS
-from marvel.envs import check_task, make_env, real_std_streams
+from marvel.envs import TaskSpec, as_task, check_task, make_env, real_std_streams
 from marvel.errors import MarvelError
 from marvel.fsutil import atomic_write, atomic_write_json, locked, sha256_file
 
@@ -32,11 +36,9 @@ with real_std_streams():  # dsrl imports bullet-safety-gym, which needs the real
     from dsrl.offline_env import OfflineEnvWrapper
 
 # dsrl 0.1.0's own host (data.offline-saferl.org, in dsrl.infos.DATASET_URLS) no longer answers;
-# DSRL's HEAD moved the files to Hugging Face. Only the host changed: the file names are identical.
-DEFAULT_MIRRORS: tuple[str, ...] = (
-    "https://huggingface.co/datasets/YYY-45/DSRL/resolve/main/{file}",
-    "http://data.offline-saferl.org/download/{file}",
-)
+# DSRL's HEAD moved the files to this Hugging Face dataset repo, under the same file names.
+DEFAULT_HF_REPO = "YYY-45/DSRL"
+DEFAULT_MIRRORS: tuple[str, ...] = ("http://data.offline-saferl.org/download/{file}",)
 
 COLLECT_HINT = "or run with data=collect to collect a dataset offline"
 
@@ -46,7 +48,7 @@ class DatasetError(MarvelError, RuntimeError):
 
 
 class DatasetUnavailableError(DatasetError):
-    """The DSRL file is not on disk and no mirror could serve it."""
+    """The DSRL file is not on disk and no source could serve it."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def _reason(err: Exception) -> str:
         return f"HTTP {err.code}"
     if isinstance(err, urllib.error.URLError):
         return str(err.reason)
-    return str(err) or type(err).__name__
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _download(url: str, path: Path, timeout_s: float) -> str:
@@ -109,13 +112,49 @@ def _download(url: str, path: Path, timeout_s: float) -> str:
     return digest.hexdigest()
 
 
+def _hf_download(repo: str, name: str, directory: Path, timeout_s: float) -> tuple[str, str]:
+    """``name`` from the Hugging Face dataset ``repo`` into ``directory``; returns its SHA-256
+    and source. The metadata request fails fast when offline (the download itself retries);
+    the file is checked against the SHA-256 the hub records for it (an LFS file's ETag)."""
+    endpoint = os.environ.get("HF_ENDPOINT")  # read now, not at huggingface_hub's import
+    url = hf_hub_url(repo, name, repo_type="dataset", endpoint=endpoint)
+    metadata = get_hf_file_metadata(url, timeout=timeout_s)
+    path = Path(
+        hf_hub_download(
+            repo,
+            name,
+            repo_type="dataset",
+            revision=metadata.commit_hash,
+            local_dir=directory,
+            endpoint=endpoint,
+            etag_timeout=timeout_s,
+        )
+    )
+    digest = sha256_file(path)
+    recorded = (metadata.etag or "").strip('"')
+    reason = None
+    if re.fullmatch("[0-9a-f]{64}", recorded) and digest != recorded:
+        reason = f"its SHA-256 is not the {recorded[:12]}... the hub records"
+    elif not h5py.is_hdf5(path):
+        reason = "the response is not an HDF5 file"
+    if reason is not None:
+        path.unlink()
+        raise DatasetError(reason)
+    return digest, f"hf://datasets/{repo}@{metadata.commit_hash}/{name}"
+
+
 def fetch_dsrl_dataset(
-    task: str, mirrors: tuple[str, ...] = DEFAULT_MIRRORS, timeout_s: float = 30.0
+    task: str,
+    mirrors: tuple[str, ...] = DEFAULT_MIRRORS,
+    timeout_s: float = 30.0,
+    hf_repo: str | None = DEFAULT_HF_REPO,
 ) -> DatasetIdentity:
-    """The DSRL file for ``task`` in the DSRL directory, downloaded first if it is not there.
+    """The DSRL file for ``task`` in the DSRL directory, downloaded first if it is not there:
+    from the Hugging Face dataset ``hf_repo`` (None: skipped), else from ``mirrors``, URL format
+    strings with a ``{file}`` field, tried in order.
 
     A downloaded file gets a sidecar ``<file>.sha256.json`` ({sha256, source}); a later call checks
-    the file against it. ``mirrors`` are URL format strings with a ``{file}`` field, tried in order.
+    the file against it.
     """
     name = dsrl_file_name(task)
     directory = dsrl_dataset_dir()
@@ -132,6 +171,14 @@ def fetch_dsrl_dataset(
             return DatasetIdentity(path=str(path), sha256=digest, source="dsrl:local")
 
         failures = []
+        if hf_repo is not None:
+            try:
+                digest, source = _hf_download(hf_repo, name, directory, timeout_s)
+            except Exception as err:  # noqa: BLE001  (network, HTTP, offline mode: try the mirrors)
+                failures.append(f"hf://datasets/{hf_repo}: {_reason(err)}")
+            else:
+                atomic_write_json(_sidecar(path), {"sha256": digest, "source": source})
+                return DatasetIdentity(path=str(path), sha256=digest, source=f"dsrl:{source}")
         for mirror in mirrors:
             url = mirror.format(file=name)
             try:
@@ -142,14 +189,14 @@ def fetch_dsrl_dataset(
             atomic_write_json(_sidecar(path), {"sha256": digest, "source": url})
             return DatasetIdentity(path=str(path), sha256=digest, source=f"dsrl:{url}")
         raise DatasetUnavailableError(
-            f"DSRL dataset {name} for {task} is not in {directory} and no mirror served it "
-            f"({'; '.join(failures) or 'no mirrors given'}); put the file in {directory} "
+            f"DSRL dataset {name} for {task} is not in {directory} and no source served it "
+            f"({'; '.join(failures) or 'no sources given'}); put the file in {directory} "
             f"(set DSRL_DATASET_DIR to use another directory), {COLLECT_HINT}"
         )
 
 
 @functools.cache
-def _space_shapes(task: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _space_shapes(task: TaskSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(observation shape, action shape) of the task's env (an env costs ~0.1 s to build)."""
     env = make_env(task)
     shapes = env.observation_space.shape, env.action_space.shape
@@ -157,11 +204,11 @@ def _space_shapes(task: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return shapes
 
 
-def validate_dataset(path: str | os.PathLike, task: str) -> None:
+def validate_dataset(path: str | os.PathLike, task: TaskSpec | str) -> None:
     """Raise DatasetError, naming the file and the fix, unless ``path`` is a usable DSRL file for
     ``task``: HDF5, every DSRL key, shapes of the task, one length, finite values, not empty."""
-    path = Path(path)
-    obs_shape, act_shape = _space_shapes(task)
+    path, name = Path(path), as_task(task).name
+    obs_shape, act_shape = _space_shapes(as_task(task))
     fix = f"replace it with a good copy (a DSRL download: delete it and run again), {COLLECT_HINT}"
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist; check the path, {COLLECT_HINT}")
@@ -188,7 +235,7 @@ def validate_dataset(path: str | os.PathLike, task: str) -> None:
             for key, allowed in expected.items():
                 if shapes[key] not in allowed:
                     raise DatasetError(
-                        f"{path}: {key} has shape {shapes[key]}, but {task} needs {allowed[0]}; "
+                        f"{path}: {key} has shape {shapes[key]}, but {name} needs {allowed[0]}; "
                         f"the file is for another task or corrupt: {fix}"
                     )
             for key in DSRL_KEYS:
@@ -199,7 +246,7 @@ def validate_dataset(path: str | os.PathLike, task: str) -> None:
         raise DatasetError(f"{path} is a truncated or corrupt HDF5 file ({err}); {fix}") from err
 
 
-def load_dsrl_dataset(path: str | os.PathLike, task: str) -> dict[str, np.ndarray]:
+def load_dsrl_dataset(path: str | os.PathLike, task: TaskSpec | str) -> dict[str, np.ndarray]:
     """Validate ``path``, then load it through dsrl's own ``get_dataset``.
 
     dsrl's loader is ``OfflineEnv.get_dataset``, reached through dsrl's ``OfflineEnvWrapper``
