@@ -8,6 +8,7 @@ episode is reset with its own seed, resets are free of the previous episode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from marvel.envs import TaskSpec, make_env, step_cost
 from marvel.nets import SquashedGaussianActor
@@ -71,21 +73,25 @@ def evaluate(
     num_episodes: int,
     seed: int,
     device: torch.device,
+    progress: str | None = None,
 ) -> EvalResult:
     """Run ``num_episodes`` episodes with a = tanh(mu(s)); normalize the mean returns.
 
     Episode i is reset with ``episode_seed(seed + EVAL_SEED_OFFSET, i)``. Normalization is the
     mean of returns passed through DSRL's formula (linear, so it equals the mean of per-episode
-    normalized scores). Safe iff normalized cost <= 1.
+    normalized scores). Safe iff normalized cost <= 1. ``progress``: a progress bar's label
+    (None: no bar, as inside finetuning, whose own bar runs).
     """
     seeds = [episode_seed(seed + EVAL_SEED_OFFSET, i) for i in range(num_episodes)]
-    if isinstance(envs, gym.vector.VectorEnv):
-        returns = parallel_returns(actor, envs, seeds, device)
-    else:
-        returns = []
-        for reset_seed in seeds:
-            episode = run_episode(envs, actor, device, seed=reset_seed, deterministic=True)
-            returns.append((episode.reward, episode.cost))
+    with tqdm(total=num_episodes, desc=progress, unit="ep", disable=progress is None) as bar:
+        if isinstance(envs, gym.vector.VectorEnv):
+            returns = parallel_returns(actor, envs, seeds, device, on_wave=bar.update)
+        else:
+            returns = []
+            for reset_seed in seeds:
+                episode = run_episode(envs, actor, device, seed=reset_seed, deterministic=True)
+                returns.append((episode.reward, episode.cost))
+                bar.update()
     rewards, costs = (np.array(r) for r in zip(*returns, strict=True))
     reward, cost = float(np.mean(rewards)), float(np.mean(costs))
     normalized_reward, normalized_cost = task.normalize(reward, cost)
@@ -107,6 +113,7 @@ def parallel_returns(
     envs: gym.vector.VectorEnv,
     seeds: list[int],
     device: torch.device,
+    on_wave: Callable[[int], object] = lambda episodes: None,
 ) -> list[tuple[float, float]]:
     """(reward, cost) of the episodes reset with ``seeds``, ``envs.num_envs`` at a time (the
     surplus envs of the last wave rerun its first seeds, uncounted), summed as ``run_episode``
@@ -135,4 +142,5 @@ def parallel_returns(
                     float(np.sum([c[i] for c in step_costs[: lengths[i]]])),
                 )
             )
+        on_wave(len(wave))
     return returns

@@ -372,7 +372,13 @@ def stage_pretrain(ctx: RunContext) -> dict[str, Any]:
     pretrained, info = pretrained_start(ctx, identity, data)
     envs = make_eval_envs(ctx.task, ctx.cfg.eval_envs)
     result = evaluate(
-        pretrained.actor, envs, ctx.task, ctx.cfg.budget.eval_episodes, ctx.cfg.seed, ctx.device
+        pretrained.actor,
+        envs,
+        ctx.task,
+        ctx.cfg.budget.eval_episodes,
+        ctx.cfg.seed,
+        ctx.device,
+        progress="evaluate pi_0",
     )
     envs.close()
     ctx.logger.log(result.metrics(), step=0)
@@ -575,7 +581,9 @@ def stage_evaluate(ctx: RunContext) -> dict[str, Any]:
     cfg, task = ctx.cfg, ctx.task
     actor, meta = load_policy(cfg.checkpoint, ctx.device)
     envs = make_eval_envs(task, cfg.eval_envs)
-    result = evaluate(actor, envs, task, cfg.budget.eval_episodes, cfg.seed, ctx.device)
+    result = evaluate(
+        actor, envs, task, cfg.budget.eval_episodes, cfg.seed, ctx.device, progress="evaluate"
+    )
     envs.close()
     ctx.logger.log(result.metrics(), step=0)
     log(

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from marvel.checkpoint import load_policy
+from marvel.config import ConfigError
 from marvel.data.dsrl_files import load_dsrl_dataset
-from tests.conftest import ROOT, read_metrics, read_summary, run_cli
+from marvel.errors import MarvelError
+from marvel.pipeline import preflight
+from tests.conftest import ROOT, compose_config, read_metrics, read_summary, run_cli
 
 SMOKE = ("budget=smoke",)
 
@@ -65,7 +68,10 @@ def test_same_seed_same_metrics(scratch_run: Path, tmp_path: Path) -> None:
 
 
 def test_evaluate_a_checkpoint(scratch_run: Path, tmp_path: Path) -> None:
-    run_cli("stage=evaluate", f"checkpoint={scratch_run}", *SMOKE, f"hydra.run.dir={tmp_path}")
+    proc = run_cli(
+        "stage=evaluate", f"checkpoint={scratch_run}", *SMOKE, f"hydra.run.dir={tmp_path}"
+    )
+    assert "evaluate: 100%" in proc.stderr and "| 2/2 [" in proc.stderr  # its progress bar
     summary = read_summary(tmp_path)
     assert summary["task"]["name"] == "BallRun"
     assert summary["eval"]["episodes"] == 2
@@ -123,20 +129,9 @@ def assert_clean_error(proc, *fragments: str) -> None:
         (("finetune.actr_lr=1",), ("actr_lr",), True),
         (("+finetune.actr_lr=1",), ("finetune.actr_lr: not a setting",), True),
         (("finetune.batch_size=many",), ("batch_size", "many"), True),
-        (("env.cost_limit=-1",), ("env.cost_limit", ">= 0"), True),
-        (("budget.online_iterations=0",), ("budget.online_iterations",), True),
-        (("stage=pretrain", "offline=none"), ("offline=cpq",), True),
         (("stage=collect", "data.path=/nonexistent.hdf5"), ("/nonexistent.hdf5",), False),
         (("stage=evaluate", "checkpoint=/nonexistent/run"), ("no checkpoint at",), True),
-        (
-            ("stage=evaluate", "checkpoint=/etc/hostname"),
-            ("not a loadable marvel checkpoint",),
-            True,
-        ),
-        (("stage=collect", "data.path=/etc/hostname"), ("HDF5",), False),
         (("device=gpu",), ("device=gpu", "valid: auto, cpu, cuda, cuda:N"), True),
-        (("device=mps",), ("device=mps", "cpu or cuda"), True),
-        (("device=cuda:99",), ("device=cuda:99 is not available",), True),
         (("paths.cache_dir=/etc/hostname/c",), ("/etc/hostname is not a directory",), True),
     ],
 )
@@ -144,11 +139,31 @@ def test_bad_input_fails_with_one_clear_message(
     overrides, fragments, refused_at_start: bool, tmp_path: Path
 ) -> None:
     """One line, no traceback; a command refused at start creates no run dir (Hydra has not
-    made it yet)."""
+    made it yet). One case per way a command is refused; the rest of the checks below."""
     run_dir = tmp_path / "run"
     proc = run_cli(*overrides, *SMOKE, f"hydra.run.dir={run_dir}", check=False)
     assert_clean_error(proc, *fragments)
     assert run_dir.exists() != refused_at_start
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (("env.cost_limit=-1",), "env.cost_limit: must be >= 0"),
+        (("budget.online_iterations=0",), "budget.online_iterations"),
+        (("stage=pretrain", "offline=none"), "offline=cpq"),
+        (("device=mps",), "device=mps: marvel runs on cpu or cuda"),
+        (("device=cuda:99",), "device=cuda:99 is not available"),
+        (("stage=evaluate", "checkpoint=/etc/hostname"), "not a loadable marvel checkpoint"),
+    ],
+)
+def test_preflight_refuses_with_one_line(overrides, fragment: str, tmp_path: Path) -> None:
+    """The checks that refuse a command before Hydra writes anything (the command line's
+    handling of them is the test above)."""
+    with pytest.raises((MarvelError, ConfigError)) as refused:
+        preflight(compose_config(*overrides, *SMOKE), tmp_path / "run")
+    assert fragment in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_unusable_dsrl_dataset_dir_is_one_line() -> None:
