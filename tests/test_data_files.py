@@ -3,11 +3,12 @@ clear DatasetError, and downloads (over loopback) land verified in the DSRL dire
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -139,6 +140,17 @@ def test_no_mirror_gives_one_clear_message(tmp_path: Path, monkeypatch: pytest.M
     assert [p.name for p in tmp_path.iterdir()] == [".locks"]  # no file, not even a half one
 
 
+@contextlib.contextmanager
+def serving(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on loopback with ``handler``, in a thread; yields its base URL."""
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        httpd.shutdown()
+        thread.join()
+
+
 @pytest.fixture
 def server(good_file: Path) -> Iterator[str]:
     """An HTTP server on loopback serving ``good_file``'s directory; yields its base URL."""
@@ -147,13 +159,8 @@ def server(good_file: Path) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    handler = functools.partial(QuietHandler, directory=str(good_file.parent))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-        httpd.shutdown()
-        thread.join()
+    with serving(functools.partial(QuietHandler, directory=str(good_file.parent))) as url:
+        yield url
 
 
 def test_download_verify_and_reuse(
@@ -214,14 +221,10 @@ def hub(good_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
             if self.do_HEAD():
                 self.wfile.write(content)
 
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub) as httpd:
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{httpd.server_address[1]}")
+    with serving(Hub) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
         monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
         yield state
-        httpd.shutdown()
-        thread.join()
 
 
 def test_download_from_the_hugging_face_repo(

@@ -207,8 +207,9 @@ def _space_shapes(task: TaskSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def validate_dataset(path: str | os.PathLike, task: TaskSpec | str) -> None:
     """Raise DatasetError, naming the file and the fix, unless ``path`` is a usable DSRL file for
     ``task``: HDF5, every DSRL key, shapes of the task, one length, finite values, not empty."""
-    path, name = Path(path), as_task(task).name
-    obs_shape, act_shape = _space_shapes(as_task(task))
+    path, spec = Path(path), as_task(task)
+    name = spec.name
+    obs_shape, act_shape = _space_shapes(spec)
     fix = f"replace it with a good copy (a DSRL download: delete it and run again), {COLLECT_HINT}"
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist; check the path, {COLLECT_HINT}")
