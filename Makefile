@@ -30,6 +30,7 @@ test-all: setup
 
 lint: setup
 	$(BIN)/ruff check marvel tests run.py benchmarks
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python benchmarks/run.py $(ARGS)

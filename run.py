@@ -15,8 +15,6 @@ from marvel.errors import MarvelError
 try:  # an unusable DSRL_DATASET_DIR stops the imports: one line, even for --help
     from marvel.config import register_configs
     from marvel.launch import (
-        USER_ERRORS,
-        SweepInfo,
         clear_failure,
         record_failure,
         refuse,
@@ -31,14 +29,15 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from marvel.pipeline import run  # after Hydra has parsed the command line: fast --help
+    from marvel.context import SweepInfo  # after Hydra has parsed the command line: fast --help
+    from marvel.pipeline import run
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             run(cfg, run_dir)
-        except USER_ERRORS as err:
+        except MarvelError as err:
             refuse(err)
         return
     # a sweep's job: a failure is recorded in its dir and the sweep goes on (LaunchChecks lists

@@ -1,4 +1,4 @@
-"""Does it work? The paper's comparison on a few tasks, seeds and methods (issue 3's benchmark).
+"""Does it work? The paper's comparison on a few tasks, seeds and methods.
 
     python benchmarks/method_check.py --out benchmarks/results/method_check \\
         [--envs BallCircle CarRun] [--seeds 0 1 2] [--methods marvel warm_start ...] \\

@@ -38,18 +38,18 @@ from torch import nn
 
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
-from marvel.data.collect import collect_dataset
 from marvel.envs import TASKS, TaskSpec, make_env, space_dims, task_spec
 from marvel.evaluate import EVAL_SEED_OFFSET, evaluate, make_eval_envs
 from marvel.lagrange import DualAscent
 from marvel.launch import available_cpus
 from marvel.nets import SquashedGaussianActor
-from marvel.offline.base import NetworkSizes
 from marvel.offline.bcql import BCQL, BCQLConfig
 from marvel.offline.bearl import BEARL, BEARLConfig
 from marvel.offline.cpq import CPQ, CPQConfig
 from marvel.rollout import episode_seed, run_episode
 from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
+from marvel.stages.collect import collect_dataset
+from marvel.start import NetworkSizes
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "benchmarks" / "records"
@@ -85,13 +85,13 @@ FULL = Sizes(
     offline_steps=20,
     main_command=True,
 )
-QUICK = Sizes(
-    episodes=5,
-    repeats=4,
-    update_repeats=4,
-    improves=2,
-    collect_episodes=10,
-    offline_steps=5,
+QUICK = Sizes(  # the suite's plumbing check: every section runs, its figures are not kept
+    episodes=2,
+    repeats=2,
+    update_repeats=2,
+    improves=1,
+    collect_episodes=4,
+    offline_steps=3,
     main_command=False,
 )
 
@@ -109,8 +109,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="figures to compare with (default: benchmarks/records/before_issue5_<full|quick>.json"
-        ", recorded before issue 5's speed-ups)",
+        help="figures to compare with (default: benchmarks/records/reference_<full|quick>.json"
+        ", the reference figures of benchmarks/README.md)",
     )
     return parser.parse_args()
 
@@ -727,7 +727,7 @@ def main() -> None:
         print(f"[bench] {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     env.close()
 
-    baseline = args.baseline or RECORDS / f"before_issue5_{'quick' if args.quick else 'full'}.json"
+    baseline = args.baseline or RECORDS / f"reference_{'quick' if args.quick else 'full'}.json"
     if baseline.is_file():
         results["vs_baseline"] = compare_with_baseline(results, json.loads(baseline.read_text()))
     print_table(results)

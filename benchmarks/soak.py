@@ -1,4 +1,5 @@
-"""Soak test of issue 6's promises: a joblib sweep whose jobs are SIGKILLed at random and rerun.
+"""Soak test of resume and fault handling: a joblib sweep whose jobs are SIGKILLed at random
+and rerun.
 
     python benchmarks/soak.py [--json OUT] [--kills 8] [--n-jobs 2] [--seed 0]
 

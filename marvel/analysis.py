@@ -36,266 +36,30 @@ import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from marvel.errors import MarvelError
+from marvel.errors import AnalysisError
 from marvel.run_plot import plot_run
-
-PROG = "marvel.analysis"
-RUN_FILES = ("summary.json", "metrics.jsonl")
-FINETUNE_STAGES = ("all", "finetune")
-FINAL_KEYS = {  # final value -> its summary.json section
-    "normalized_reward": "eval",
-    "normalized_cost": "eval",
-    "reward": "eval",
-    "cost": "eval",
-    "safe": "eval",
-    "cumulative_cost": "online",
-    "updates": "online",
-}
-CURVE_KEYS = ("online/update", "eval/normalized_reward", "eval/normalized_cost")
-# config keys that never name a method: bookkeeping, paths, and whatever a seed determines
-IGNORED_KEYS = (
-    "logger",
-    "paths",
-    "hydra",
-    "metadata",
-    "dataset",
-    "pretrained",
-    "checkpoint",
-    "device",
-    "torch_threads",
-    "sweep",
+from marvel.runs import (
+    FINAL_KEYS,
+    PROG,
+    RUN_FILES,
+    RunRecord,
+    is_finetune_run,
+    label_methods,
+    load_local,
+    load_wandb,
+    method_order,
+    warn,
 )
+from marvel.tables import latex_tables, markdown_tables
+
 IQM_METRICS = ("normalized_reward", "normalized_cost")
-
-
-class AnalysisError(MarvelError):
-    """Nothing to analyse (no runs, a missing directory): the message says where."""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One finetuning run, whichever source it came from."""
-
-    env: str
-    experiment: str
-    seed: int
-    config: dict[str, Any]  # flattened: {"pid.name": "adaptive", ...}
-    final: dict[str, Any]  # FINAL_KEYS: the final evaluation and online counters
-    curve: dict[int, tuple[float, float]]  # update -> (normalized reward, normalized cost)
-    source: str  # run dir or W&B run
-    method: str = ""
-
-
-def warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys ({"pid": {"name": "dual"}} -> {"pid.name": "dual"})."""
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _format_value(value: Any) -> str:
-    """A config value as in a Hydra override: strings bare, the rest as JSON (true, null, [1])."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _names_method(key: str) -> bool:
-    """False for seeds, bookkeeping (IGNORED_KEYS) and W&B's own ``_wandb`` entries."""
-    parts = key.split(".")
-    return not (parts[0] in IGNORED_KEYS or parts[0].startswith("_") or parts[-1] == "seed")
-
-
-def label_methods(runs: Sequence[RunRecord]) -> list[RunRecord]:
-    """The runs with ``method`` set: the experiment, then ``key=value`` (sorted by key) for every
-    config leaf that varies among the runs of the same (env, experiment), seed keys and
-    bookkeeping (IGNORED_KEYS) aside."""
-    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        groups[(run.env, run.experiment)].append(run)
-    varying: dict[tuple[str, str], list[str]] = {}
-    for group, members in groups.items():
-        keys = set().union(*(run.config for run in members))
-        varying[group] = sorted(
-            key
-            for key in keys
-            if _names_method(key)
-            and len({_format_value(run.config.get(key)) for run in members}) > 1
-        )
-    return [
-        replace(
-            run,
-            method=" ".join(
-                [
-                    run.experiment,
-                    *(
-                        f"{key}={_format_value(run.config.get(key))}"
-                        for key in varying[(run.env, run.experiment)]
-                    ),
-                ]
-            ),
-        )
-        for run in runs
-    ]
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-def _load_config(run_dir: Path) -> dict[str, Any]:
-    """The run's ``.hydra/config.yaml``, resolved when it can be, else as written; flattened."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return {}
-    cfg = OmegaConf.load(path)
-    try:
-        container = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException:
-        container = OmegaConf.to_container(cfg, resolve=False)
-    return flatten(container)
-
-
-def _read_curve(rows: Iterable[Mapping[str, Any]]) -> dict[int, tuple[float, float]]:
-    """update -> (normalized reward, normalized cost) of the evaluation rows (a resumed run's
-    repeated update keeps its last row)."""
-    return {
-        int(row["online/update"]): (
-            float(row["eval/normalized_reward"]),
-            float(row["eval/normalized_cost"]),
-        )
-        for row in rows
-        if all(row.get(key) is not None for key in CURVE_KEYS)
-    }
-
-
-def _is_finetune_run(summary: Mapping[str, Any], where: str) -> bool:
-    """A finetuning run that finished: other stages are skipped silently, failures warned."""
-    if summary.get("stage") not in FINETUNE_STAGES:
-        return False
-    if summary.get("status") != "ok":
-        warn(f"skipping {where}: status {summary.get('status')!r}")
-        return False
-    return True
-
-
-def load_run_dir(run_dir: Path) -> RunRecord:
-    """One local run from its summary.json, metrics.jsonl and .hydra/config.yaml."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    metrics_path = run_dir / "metrics.jsonl"
-    rows = (
-        [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-        if metrics_path.is_file()
-        else []
-    )
-    return RunRecord(
-        env=summary["task"]["name"],
-        experiment=summary["experiment"],
-        seed=int(summary["seed"]),
-        config=_load_config(run_dir),
-        final={key: summary[section][key] for key, section in FINAL_KEYS.items()},
-        curve=_read_curve(rows),
-        source=str(run_dir),
-    )
-
-
-def load_local(dirs: Sequence[str | Path]) -> list[RunRecord]:
-    """Every finished finetuning run under ``dirs`` (searched recursively for summary.json)."""
-    runs = []
-    seen: set[Path] = set()
-    for top in map(Path, dirs):
-        if not top.is_dir():
-            raise AnalysisError(f"no such directory: {top}")
-        for path in sorted(top.rglob("summary.json")):
-            run_dir = path.parent.resolve()
-            if run_dir in seen:
-                continue
-            seen.add(run_dir)
-            try:
-                summary = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                warn(f"skipping {run_dir}: unreadable summary.json ({e})")
-                continue
-            if _is_finetune_run(summary, str(run_dir)):
-                runs.append(load_run_dir(path.parent))
-    return runs
-
-
-def runs_from_wandb(wandb_runs: Iterable[Any]) -> list[RunRecord]:
-    """Records from W&B run objects (``.config``, ``.summary``, ``.scan_history(keys=...)``,
-    ``.id``): marvel logs the resolved config as the W&B config and summary.json's scalars as
-    the W&B summary, with "/" separators."""
-    runs = []
-    for wandb_run in wandb_runs:
-        summary, where = wandb_run.summary, f"W&B run {wandb_run.id} ({wandb_run.name})"
-        if not _is_finetune_run(summary, where):
-            continue
-        config = flatten(wandb_run.config)
-        runs.append(
-            RunRecord(
-                env=summary.get("task/name") or config["env.name"],
-                experiment=summary.get("experiment") or config["experiment"],
-                seed=int(summary.get("seed", config.get("seed"))),
-                config=config,
-                final={key: summary.get(f"{section}/{key}") for key, section in FINAL_KEYS.items()},
-                curve=_read_curve(wandb_run.scan_history(keys=list(CURVE_KEYS))),
-                source=getattr(wandb_run, "url", None) or where,
-            )
-        )
-    return runs
-
-
-def load_wandb(path: str, group: str | None) -> list[RunRecord]:
-    """The finetuning runs of W&B project ``path`` (ENTITY/PROJECT), in ``group`` if given."""
-    import wandb
-
-    filters = {"group": group} if group else {}
-    return runs_from_wandb(wandb.Api().runs(path, filters=filters))
-
-
-# ----------------------------------------------------------------------------- aggregates
-
-
-# The presets in the paper's order (its ablation, then the O2O baselines); a method label is
-# its preset, then its varying settings ("marvel offline=bearl").
-PAPER_ORDER = (
-    "marvel",
-    "vpa_pid",
-    "vpa_only",
-    "apid_only",
-    "warm_start",
-    "from_scratch",
-    "target_noise",
-    "kl_to_prior",
-    "hybrid_replay",
-    "jsrl",
-    "pex",
-    "offline_only",
-)
-
-
-def method_order(method: str) -> tuple[int, str]:
-    """Sort key of a method label: the paper's order of its preset, other presets after them
-    (alphabetically), then the label."""
-    preset = method.split(" ", 1)[0]
-    rank = PAPER_ORDER.index(preset) if preset in PAPER_ORDER else len(PAPER_ORDER)
-    return rank, method
 
 
 def group_runs(runs: Iterable[RunRecord]) -> dict[str, dict[str, list[RunRecord]]]:
@@ -434,182 +198,6 @@ def iqm_estimates(
     return rows
 
 
-# ----------------------------------------------------------------------------- tables
-
-
-def _seeds_note(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    counts = {
-        (env, method): entry["n_seeds"]
-        for env, entries in table.items()
-        for method, entry in entries.items()
-    }
-    if len(set(counts.values())) == 1:
-        n = next(iter(counts.values()))
-        return f"{n} seed{'s' if n != 1 else ''} per entry"
-    return "seeds per entry: " + ", ".join(
-        f"{method} on {env}: {n}" for (env, method), n in counts.items()
-    )
-
-
-def _methods(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return sorted(set().union(*(set(entries) for entries in table.values())), key=method_order)
-
-
-def _pm(mean: float, std: float | None, sep: str) -> str:
-    """``mean ± std``; a single run's value says so instead of showing a zero spread."""
-    return f"{mean:.2f} (n=1)" if std is None else f"{mean:.2f}{sep}{std:.2f}"
-
-
-def markdown_tables(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """The final-score table (unsafe: dagger after the cost; best safe entry: bold) and the
-    cumulative-cost table, in Markdown."""
-    envs, methods = list(table), _methods(table)
-    lines = [
-        "## Final normalized reward and cost",
-        "",
-        "| method | " + " | ".join(f"{env} reward | {env} cost" for env in envs) + " |",
-        "|---|" + "---|---|" * len(envs),
-    ]
-    for method in methods:
-        cells = []
-        for env in envs:
-            entry = table[env].get(method)
-            if entry is None:
-                cells += ["–", "–"]
-                continue
-            reward = _pm(entry["reward_mean"], entry["reward_std"], " ± ")
-            cost = _pm(entry["cost_mean"], entry["cost_std"], " ± ")
-            if entry["best"]:
-                reward, cost = f"**{reward}**", f"**{cost}**"
-            cells += [reward, cost if entry["safe"] else f"{cost} †"]
-        lines.append(f"| {method.replace('|', '/')} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Mean ± sample std over seeds ({_seeds_note(table)}). Bold: the best safe entry per "
-        "env (highest normalized reward).",
-        "",
-        "† unsafe: normalized cost > 1",
-        "",
-        "## Cumulative online cost",
-        "",
-        "| method | " + " | ".join(envs) + " |",
-        "|---|" + "---|" * len(envs),
-    ]
-    for method in methods:
-        cells = [
-            _pm(
-                table[env][method]["cumulative_cost_mean"],
-                table[env][method]["cumulative_cost_std"],
-                " ± ",
-            )
-            if method in table[env]
-            else "–"
-            for env in envs
-        ]
-        lines.append(f"| {method.replace('|', '/')} | " + " | ".join(cells) + " |")
-    lines += ["", f"Mean ± sample std over seeds ({_seeds_note(table)})."]
-    return "\n".join(lines) + "\n"
-
-
-LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
-def _tex(text: str) -> str:
-    return "".join(LATEX_SPECIAL.get(char, char) for char in text)
-
-
-def _tex_table(
-    caption: str, envs: list[str], columns: list[str], rows: list[list[str]]
-) -> list[str]:
-    """A booktabs table: one column group per env, ``columns`` in each, then ``rows``."""
-    width = len(columns)
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{caption}}}",
-        r"\begin{tabular}{l" + (" " + "c" * width) * len(envs) + "}",
-        r"\toprule",
-    ]
-    if width > 1:
-        lines.append(
-            " & "
-            + " & ".join(rf"\multicolumn{{{width}}}{{c}}{{{_tex(env)}}}" for env in envs)
-            + r" \\"
-        )
-        lines.append(
-            " ".join(
-                rf"\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(envs))
-            )
-        )
-        lines.append("Method & " + " & ".join(columns * len(envs)) + r" \\")
-    else:
-        lines.append("Method & " + " & ".join(_tex(env) for env in envs) + r" \\")
-    lines += [r"\midrule", *(" & ".join(row) + r" \\" for row in rows)]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return lines
-
-
-def latex_tables(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """The two tables of ``markdown_tables`` in LaTeX (booktabs; unsafe entries gray)."""
-    envs, methods = list(table), _methods(table)
-    note = _seeds_note(table)
-    final_rows, cumulative_rows = [], []
-    for method in methods:
-        final_row, cumulative_row = [_tex(method)], [_tex(method)]
-        for env in envs:
-            entry = table[env].get(method)
-            if entry is None:
-                final_row += ["--", "--"]
-                cumulative_row.append("--")
-                continue
-            cells = [
-                _pm(entry["reward_mean"], entry["reward_std"], r" $\pm$ "),
-                _pm(entry["cost_mean"], entry["cost_std"], r" $\pm$ "),
-            ]
-            if entry["best"]:
-                cells = [rf"\textbf{{{cell}}}" for cell in cells]
-            elif not entry["safe"]:
-                cells = [rf"\textcolor{{gray}}{{{cell}}}" for cell in cells]
-            final_row += cells
-            cumulative_row.append(
-                _pm(entry["cumulative_cost_mean"], entry["cumulative_cost_std"], r" $\pm$ ")
-            )
-        final_rows.append(final_row)
-        cumulative_rows.append(cumulative_row)
-    lines = [
-        "% marvel.analysis tables: the preamble needs \\usepackage{booktabs}, \\usepackage{xcolor}",
-        *_tex_table(
-            rf"Final normalized reward and cost, mean $\pm$ sample std over seeds ({note}). "
-            r"Gray: unsafe (normalized cost $> 1$). Bold: the best safe entry per task.",
-            envs,
-            ["reward", "cost"],
-            final_rows,
-        ),
-        "",
-        *_tex_table(
-            rf"Cumulative online cost, mean $\pm$ sample std over seeds ({note}).",
-            envs,
-            ["cost"],
-            cumulative_rows,
-        ),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------- figures
-
-
 def plot_curves(env: str, rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Normalized reward and cost against updates, mean +- std per method, cost limit dashed."""
     fig = Figure(figsize=(11, 4))
@@ -662,8 +250,6 @@ def plot_iqm(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=150)
 
 
-# ----------------------------------------------------------------------------- outputs
-
 CURVE_COLUMNS = (
     "env",
     "method",
@@ -674,7 +260,11 @@ CURVE_COLUMNS = (
     "cost_mean",
     "cost_std",
 )
+
+
 RESULT_COLUMNS = ("env", "method", "experiment", "seed", *FINAL_KEYS, "run_dir")
+
+
 IQM_COLUMNS = ("metric", "method", "iqm", "ci_low", "ci_high", "n_seeds", "n_envs")
 
 
@@ -738,9 +328,6 @@ def write_outputs(
     return written, markdown
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -774,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.wandb and is_single_run(args.dirs):
         summary = json.loads((args.dirs[0] / "summary.json").read_text())
-        if not _is_finetune_run(summary, str(args.dirs[0])):
+        if not is_finetune_run(summary, str(args.dirs[0])):
             print(f"{PROG}: error: {args.dirs[0]} is not a finetuning run", file=sys.stderr)
             return 2
         path = plot_run(args.dirs[0], (args.out or args.dirs[0]) / "curves.png")

@@ -16,7 +16,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from marvel.data.dsrl_files import DEFAULT_HF_REPO, DEFAULT_MIRRORS
+from marvel.errors import ConfigError
 from marvel.lagrange import CONTROLLERS, ControllerConfig
+from marvel.offline import OFFLINE_ALGORITHMS
 from marvel.offline.bcql import BCQLConfig
 from marvel.offline.bearl import BEARLConfig
 from marvel.offline.cpq import CPQConfig
@@ -24,14 +26,10 @@ from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLagConfig
 from marvel.vpa import VPA_STARTS, VPAConfig
 
 STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
-OFFLINE_ALGOS = ("none", "cpq", "bearl", "bcql")
+OFFLINE_ALGOS = ("none", *OFFLINE_ALGORITHMS)  # none: from scratch
 DATA_SOURCES = ("auto", "dsrl", "collect")
 RESUME = ("auto", "never")
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
-
-
-class ConfigError(ValueError):
-    """A config value out of range; the message names the key and the valid values."""
 
 
 @dataclass

@@ -46,7 +46,7 @@ def real_std_streams() -> Iterator[None]:
 with real_std_streams():
     from bullet_safety_gym.envs.builder import EnvironmentBuilder  # registers the Safety*-v0 envs
 
-from marvel.errors import MarvelError  # noqa: E402
+from marvel.errors import MarvelError, MissingExtraError, UnknownTaskError  # noqa: E402
 
 try:  # after bullet-safety-gym, which dsrl wraps; dsrl creates DSRL_DATASET_DIR at import
     from dsrl import infos as dsrl_infos
@@ -103,14 +103,6 @@ TASKS: tuple[str, ...] = BULLET_TASKS + VELOCITY_TASKS
 CUSTOM = "custom"  # the env config of your own env (conf/env/custom.yaml), and its default name
 MUJOCO_MODULES = ("mujoco", "imageio")  # what gymnasium's MuJoCo envs import
 MUJOCO_EXTRA_HINT = 'install the MuJoCo extra: pip install -e ".[mujoco]"'
-
-
-class UnknownTaskError(ValueError):
-    """Raised for a task name marvel does not know; the message lists the valid ones."""
-
-
-class MissingExtraError(MarvelError, ImportError):
-    """A task whose simulator is an optional extra that is not installed; names the extra."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,32 @@ class MarvelError(Exception):
     """Base class: the message says what is wrong and how to fix it."""
 
 
+class ConfigError(MarvelError, ValueError):
+    """A config value out of range; the message names the key and the valid values."""
+
+
+class UnknownTaskError(MarvelError, ValueError):
+    """A task name marvel does not know; the message lists the valid ones."""
+
+
+class MissingExtraError(MarvelError, ImportError):
+    """A task whose simulator is an optional extra that is not installed; names the extra."""
+
+
+class DatasetError(MarvelError, RuntimeError):
+    """A dataset file that cannot be used; the message says what is wrong and how to fix it."""
+
+
+class DatasetUnavailableError(DatasetError):
+    """The DSRL file is not on disk and no source could serve it."""
+
+
 class CheckpointError(MarvelError):
     """A checkpoint that cannot be used (missing, corrupt, or for another task/algorithm)."""
+
+
+class AnalysisError(MarvelError):
+    """Nothing to analyse (no runs, a missing directory): the message says where."""
 
 
 class NumericalFault(MarvelError):

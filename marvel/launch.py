@@ -12,20 +12,13 @@ import os
 import sys
 import tempfile
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from marvel.config import ConfigError
-from marvel.data.dsrl_files import DatasetError
-from marvel.envs import UnknownTaskError
 from marvel.errors import MarvelError
-
-# errors whose message tells the user what to fix: one line, exit code 2, no traceback
-USER_ERRORS = (MarvelError, ConfigError, DatasetError, UnknownTaskError)
 
 
 def refuse(err: Exception) -> None:
@@ -59,20 +52,6 @@ def torch_threads_for_job(launcher: Any, cpus: int | None = None) -> int:
     if "submitit" in target and launcher.get("cpus_per_task"):
         return int(launcher["cpus_per_task"])
     return 0
-
-
-@dataclass(frozen=True)
-class SweepInfo:
-    """The multirun a job belongs to: its sweep file's name (``+sweep=``) and directory."""
-
-    name: str | None
-    dir: Path
-
-    @property
-    def group(self) -> str:
-        """The W&B group of the sweep's runs: unique per launch, readable in the UI
-        (``ablation:2026-11-24/15-42-07-123456``)."""
-        return f"{self.name or 'multirun'}:{'/'.join(self.dir.parts[-2:])}"
 
 
 def check_writable_dir(path: str | os.PathLike, override: str) -> None:
@@ -137,7 +116,7 @@ class LaunchChecks(Callback):
             del job_config["hydra"]
         try:  # before Hydra creates the run dir or rewrites an existing one's .hydra/
             preflight(job_config, Path(config.hydra.run.dir))
-        except USER_ERRORS as err:
+        except MarvelError as err:
             refuse(err)
         check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
 

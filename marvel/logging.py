@@ -18,12 +18,14 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import wandb
 
 from marvel.fsutil import atomic_write, atomic_write_json
+
+if TYPE_CHECKING:  # imported where a run logs to W&B: a run with logger=none starts faster
+    import wandb
 
 PACKAGES = (
     "torch",
@@ -175,6 +177,8 @@ class RunLogger:
         self._run: wandb.Run | None = None
         self._wandb_dir: Path | None = None
         if backend == "wandb" and mode != "disabled":
+            import wandb
+
             self._run = self._start_wandb(
                 mode,
                 dir=str(wandb_dir or self.run_dir),
@@ -197,6 +201,8 @@ class RunLogger:
 
     def _start_wandb(self, mode: str, **init_kwargs: Any) -> wandb.Run | None:
         """``wandb.init`` in ``mode``, falling back online -> offline -> no W&B, with a warning."""
+        import wandb
+
         for attempt in ("online", "offline") if mode == "online" else (mode,):
             try:
                 run = wandb.init(mode=attempt, **init_kwargs)

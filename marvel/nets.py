@@ -117,7 +117,7 @@ def pre_tanh_log_prob(u: torch.Tensor, noise: torch.Tensor, log_std: torch.Tenso
     (the change of variables a = tanh(u), with log(1 - tanh(u)^2) in its stable form; the
     log pi of METHOD.md sections 3-4's targets and actor loss). Written
     with t = -2u as sum_i [2 softplus(t_i) - t_i - noise_i^2 / 2 - log sigma_i] minus the
-    constants: about half the ops of the textbook form (benchmarks/README.md, issue 5).
+    constants: about half the ops of the textbook form (benchmarks/README.md).
     """
     t = -2.0 * u
     per_dim = 2.0 * F.softplus(t) - t - torch.addcmul(log_std, noise, noise, value=0.5)

@@ -1,72 +1,7 @@
-"""Placing an agent at a recorded observation, and Monte-Carlo returns from there.
-
-Marvel's critic diagnostic compares Q(s, a) at dataset state-actions with the discounted returns
-of pi_0 started there: the simulator is set to the state that an offline dataset's observation
-records, the first action applied, then pi_0 rolled out.
-
-What the observation records, per robot (``agent_specific_observation`` in
-``bullet_safety_gym/envs/agents.py``; world-frame base velocities, joints in ``motor_list`` order),
-and how close the placed env's next step (same action) comes to the recorded env's. Bullet's
-contact cache (warm-started impulses, 5 solver iterations) is never recorded: even the exact state
-steps slightly differently once contacts are rebuilt, which is all that remains for the Ant.
-
-- Ball (7): 0.1 (x, y), 0.2 (vx, vy), 0.1 angular velocity. Not recorded: height, vertical
-  velocity, orientation. A uniform sphere's orientation does not matter; it is placed resting on
-  the ground (z = radius, vz = 0). The next step is then exact (to ~1e-6) while the ball rolls;
-  while it bounces (restitution 0.7; on BallCircle's ground at speed, a third of random-action
-  states) the next observation's velocities are off by ~1e-1.
-- Car (7): 0.1 (x, y), (vx, vy), sin yaw, cos yaw, 0.1 yaw rate. Not recorded: the chassis'
-  height, roll and pitch and their rates, and the 14 drivetrain joints (steering hinges, wheels,
-  two differentials). They are set to a car rolling flat without slip: z = the wheel radius,
-  roll = pitch = 0, the wheels and both differential rings at forward speed / wheel radius, the
-  other gears still, the steering angle from the bicycle model tan(delta) = L yaw_rate / v. The
-  next observation's velocities are off by ~2e-2 (up to ~1e-1), sin and cos yaw by < 1e-2,
-  positions by < 1e-3; CarRun's reward (60 x the step's progress) by ~3e-2.
-- Ant (33): 0.1 xyz, 0.3 velocity, quaternion, 0.15 angular velocity, per motor 0.5 (position
-  mapped to [-1, 1] by its limits, 0.1 velocity), the 4 feet contacts: the full state. The next
-  step matches to ~1e-6, except where the contact cache matters (a few % of AntCircle's
-  random-action states, by up to ~2e-2).
-- Drone (17): 0.1 xyz, 0.2 velocity, quaternion, 0.1 angular velocity, 2.5e-3 (rotor speed -
-  hover speed). Unsupported: its step applies each rotor's thrust through Bullet's cached link
-  transforms, which lag the state and are not recorded (Bullet's own saveState/restoreState moves
-  its next observation by ~1e-2), and the blade angles (asymmetric inertia) are missing.
-
-Circle tasks append (|xy| - circle radius) / world size, which xy determines; Run tasks append
-nothing, and their shaped reward differences a potential that placement resets at the new
-position. marvel's envs carry no observation normalization or noise.
-
-The velocity tasks (gymnasium 0.28's MuJoCo v4 envs as ``marvel.envs.make_env`` builds them, at
-their constructor defaults) observe ``qpos`` without the root's world x (and y) position, then
-``qvel`` (``_get_obs`` in ``gymnasium/envs/mujoco/*_v4.py``): the full simulator state but those
-positions, which are set to 0. Nothing depends on them: every floor is a MuJoCo plane (infinite
-for collisions), the Swimmer's fluid is uniform, and rewards, costs and terminations use
-displacements over the step, heights and angles (only ``info``'s positions, e.g. ``x_position``,
-are then relative to the placed origin). The simulator data is reset first, as the env's reset
-does; MuJoCo keeps no contact cache and steps deterministically, and only the constraint
-solver's warm start (the previous step's accelerations, cleared by the reset) separates the
-placed env from the recorded one: from a recorded float64 observation the next observation,
-reward and cost match to ~1e-14 (HalfCheetah's observation up to ~3e-12; the Ant's reward: see
-below); a float32 dataset observation's rounding moves the next observation by ~3e-7 (median
-over random-action states; up to ~3e-5, HalfCheetah's).
-
-- HalfCheetah (17): qpos[1:9] (rootz, rooty pitch, bthigh, bshin, bfoot, fthigh, fshin, ffoot),
-  qvel (9: vx, vz, pitch rate, the 6 joints).
-- Hopper (11): qpos[1:6] (rootz, rooty, thigh, leg, foot), qvel (6) clipped to [-10, 10].
-- Walker2d (17): qpos[1:9] (rootz, rooty, right then left thigh, leg, foot), qvel (9) clipped
-  to [-10, 10]. For Hopper and Walker2d the placed velocity is the clipped one: placement is
-  exact only while no velocity is at the clip (Walker2d's joints are at it in 4 of 5 uniform
-  random-action states, Hopper's in none of ~450); nothing is raised, and the next step then
-  differs.
-- Swimmer (8): qpos[2:5] (heading, the 2 joints), qvel (5: vx, vy, heading rate, the 2 joints).
-- Ant (27, no contact forces: ``use_contact_forces=False``): qpos[2:15] (z, the torso's
-  quaternion w x y z, the 8 hips and ankles), qvel (14: world linear velocity, body-frame
-  angular velocity, the 8 joints). Its next observation matches to ~1e-15, but its reward's and
-  cost's velocity is the torso's displacement between ``data.xpos`` before and after the step,
-  and after ``mj_step`` (RK4) ``xpos`` is the kinematics of the last RK4 stage, not of the final
-  ``qpos``: the recorded env's "before" is that stale position, the placed env's is exact
-  (``set_state`` runs ``mj_forward``). The first step's velocity then differs by ~3e-4 (median over
-  random-action states; 95% within 1.5e-2, up to ~1e-1), its reward as much, and its cost only
-  where the speed is that close to the threshold.
+"""Placing an agent at a recorded observation, and Monte-Carlo returns from there (the paper's
+critic diagnostic, METHOD.md section 3): the simulator is set to the state a dataset observation
+records, the first action applied, then pi_0 rolled out. What each robot's observation records,
+and how closely the placed env then follows the recorded one: docs/PLACEMENT.md.
 """
 
 from __future__ import annotations
@@ -80,10 +15,10 @@ from gymnasium.wrappers import TimeLimit
 from marvel.envs import (
     VELOCITY_CONSTRAINTS,
     VELOCITY_TASKS,
-    MissingExtraError,
     check_task,
     step_cost,
 )
+from marvel.errors import MissingExtraError
 from marvel.rollout import Policy
 
 BULLET_PLACEABLE_TASKS: tuple[str, ...] = (

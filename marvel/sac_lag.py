@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -20,16 +21,16 @@ from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.diagnostics import rollout_diagnostics
 from marvel.lagrange import LagrangeController
 from marvel.nets import (
-    CriticEnsemble,
-    SquashedGaussianActor,
     adam,
     frozen,
-    gaussian_kl,
     gradient_step,
     polyak_update,
 )
-from marvel.offline.base import Pretrained
-from marvel.rollout import Episode, JumpStart, episode_seed, run_episode
+from marvel.rollout import Episode, episode_seed, run_episode
+from marvel.start import NetworkSizes, Pretrained, build_critics, build_networks
+
+if TYPE_CHECKING:
+    from marvel.baselines import Baseline
 
 LAMBDA_UPDATE_EVERY = ("update", "minibatch", "iteration")
 
@@ -84,6 +85,13 @@ class SACLagConfig:
     lambda_update_every: str = "minibatch"
     buffer_capacity: int = 1_000_000
 
+    @property
+    def sizes(self) -> NetworkSizes:
+        """The networks' sizes, shared with pretraining (``marvel.start``)."""
+        return NetworkSizes(
+            list(self.hidden_sizes), list(self.cost_hidden_sizes), self.num_reward_critics
+        )
+
 
 class SACLag:
     """Actor, reward-critic ensemble Q_r (min over heads), cost critic Q_c and their targets."""
@@ -91,11 +99,9 @@ class SACLag:
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACLagConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.actor = SquashedGaussianActor(obs_dim, act_dim, cfg.hidden_sizes).to(device)
-        self.reward_critic = CriticEnsemble(
-            obs_dim, act_dim, cfg.hidden_sizes, cfg.num_reward_critics
-        ).to(device)
-        self.cost_critic = CriticEnsemble(obs_dim, act_dim, cfg.cost_hidden_sizes, 1).to(device)
+        self.actor, self.reward_critic, self.cost_critic = build_networks(
+            obs_dim, act_dim, cfg.sizes, device
+        )
         self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(cfg.alpha)), device=device, requires_grad=True)
@@ -132,9 +138,8 @@ class SACLag:
 
     def reset_critics(self) -> None:
         """Freshly initialised Q_r, Q_c, their targets and optimizers (VPA's ``start=fresh``)."""
-        cfg, obs_dim, act_dim = self.cfg, self.obs_dim, self.act_dim
-        fresh_reward = CriticEnsemble(obs_dim, act_dim, cfg.hidden_sizes, cfg.num_reward_critics)
-        fresh_cost = CriticEnsemble(obs_dim, act_dim, cfg.cost_hidden_sizes, 1)
+        cfg = self.cfg
+        fresh_reward, fresh_cost = build_critics(self.obs_dim, self.act_dim, cfg.sizes, self.device)
         for critic, target, fresh in (
             (self.reward_critic, self.reward_critic_target, fresh_reward),
             (self.cost_critic, self.cost_critic_target, fresh_cost),
@@ -155,7 +160,11 @@ class SACLag:
         return self.log_alpha.detach().exp()
 
     def critic_update(
-        self, batch: Batch, alpha_reward: torch.Tensor | float, alpha_cost: torch.Tensor | float
+        self,
+        batch: Batch,
+        alpha_reward: torch.Tensor | float,
+        alpha_cost: torch.Tensor | float,
+        baselines: Sequence[Baseline] = (),
     ) -> dict[str, torch.Tensor]:
         """One gradient step of both critics towards soft targets under the current actor.
 
@@ -164,18 +173,16 @@ class SACLag:
             y_c = c + gamma (1 - d) [Qbar_c(s', a')        - alpha_c log pi(a'|s')]
             L_Qr = sum_j E (Q_r,j(s,a) - y_r)^2 ;  L_Qc = E (Q_c(s,a) - y_c)^2
         SAC-Lag (METHOD.md section 4) uses alpha_r = alpha, alpha_c = 0; Value Pre-Alignment
-        (section 3) uses its own alpha_r^VPA, alpha_c^VPA with the frozen pi_0.
+        (section 3) uses its own alpha_r^VPA, alpha_c^VPA with the frozen pi_0. ``baselines``
+        may transform a' (``marvel.baselines``).
         """
         cfg = self.cfg
         obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
         discount = cfg.gamma * (1.0 - batch["done"])
         with torch.no_grad():
             next_act, next_log_prob = self.actor(next_obs)
-            if cfg.target_noise_std > 0:  # SO2: smooth the targets with noisy target actions
-                noise = (cfg.target_noise_std * torch.randn_like(next_act)).clamp(
-                    -cfg.target_noise_clip, cfg.target_noise_clip
-                )
-                next_act = (next_act + noise).clamp(-1.0, 1.0)
+            for baseline in baselines:  # SO2's target noise
+                next_act = baseline.target_action(next_act)
             next_q_r = self.reward_critic_target(next_obs, next_act).min(0).values
             next_q_c = self.cost_critic_target(next_obs, next_act)[0]
             y_r = cfg.reward_scale * batch["reward"] + discount * (
@@ -190,10 +197,13 @@ class SACLag:
         gradient_step(self.cost_critic_optimizer, loss_q_c)
         return {"loss/critic_reward": loss_q_r.detach(), "loss/critic_cost": loss_q_c.detach()}
 
-    def update(self, batch: Batch, lam: float) -> dict[str, torch.Tensor]:
-        """One SAC-Lag gradient step on a minibatch (METHOD.md section 4); detached losses."""
+    def update(
+        self, batch: Batch, lam: float, baselines: Sequence[Baseline] = ()
+    ) -> dict[str, torch.Tensor]:
+        """One SAC-Lag gradient step on a minibatch (METHOD.md section 4); detached losses.
+        ``baselines`` may add terms to L_pi and transform a' (``marvel.baselines``)."""
         cfg, alpha, obs = self.cfg, self.alpha, batch["obs"]
-        losses = self.critic_update(batch, alpha_reward=alpha, alpha_cost=0.0)
+        losses = self.critic_update(batch, alpha, 0.0, baselines)
 
         # L_pi = E [-min_j Q_r,j(s, a~) + lambda Q_c(s, a~) + alpha log pi(a~|s)], a~ reparam.
         reward_critic, cost_critic = (
@@ -206,12 +216,10 @@ class SACLag:
             q_r_pi = reward_critic(obs, new_act).min(0).values
             q_c_pi = cost_critic(obs, new_act)[0]
         loss_actor = (-q_r_pi + lam * q_c_pi + alpha * log_prob).mean()
-        if cfg.kl_to_prior > 0:  # + beta E KL(pi(.|s) || pi_0(.|s)) (kl_to_prior)
-            with torch.no_grad():
-                prior_mu, prior_log_std = self.prior_actor.distribution(obs)
-            kl = gaussian_kl(*self.actor.distribution(obs), prior_mu, prior_log_std).mean()
-            loss_actor = loss_actor + cfg.kl_to_prior * kl
-            losses["train/kl_to_prior"] = kl.detach()
+        for baseline in baselines:  # KL to pi_0
+            term, metrics = baseline.actor_loss(self, obs)
+            loss_actor = loss_actor + term
+            losses.update(metrics)
         gradient_step(self.actor_optimizer, loss_actor)
         losses["loss/actor"] = loss_actor.detach()
         losses["train/entropy"] = -log_prob.detach().mean()
@@ -257,36 +265,6 @@ class SACLag:
         self.prior_actor.load_state_dict(state["prior_actor"])
 
 
-class PolicyExpansion:
-    """PEX's policy (Zhang et al. 2023): at each step it samples an action from pi_0 and one
-    from pi and acts with one of them, drawn with probabilities softmax(Q_r / temperature) over
-    their reward values; ``prior_chosen`` / ``steps`` is its rate of pi_0's actions."""
-
-    def __init__(self, agent: SACLag, temperature: float) -> None:
-        self.agent, self.temperature = agent, temperature
-        self.steps = self.prior_chosen = 0
-
-    @torch.no_grad()
-    def choice_probabilities(
-        self, obs: torch.Tensor, prior_act: torch.Tensor, act: torch.Tensor
-    ) -> torch.Tensor:
-        """(B, 2): the probabilities of acting with pi_0's action and with pi's."""
-        critic = self.agent.reward_critic
-        values = torch.stack(
-            [critic(obs, prior_act).min(0).values, critic(obs, act).min(0).values], dim=-1
-        )
-        return torch.softmax(values / self.temperature, dim=-1)
-
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        prior_act = self.agent.prior_actor.act(obs, deterministic)
-        act = self.agent.actor.act(obs, deterministic)
-        choice = torch.multinomial(self.choice_probabilities(obs, prior_act, act), 1)
-        prior = choice == 0  # (B, 1)
-        self.steps += obs.shape[0]
-        self.prior_chosen += int(prior.sum())
-        return torch.where(prior, prior_act, act)
-
-
 class OnlineLearner:
     """The online loop of METHOD.md section 4: each iteration rolls out E episodes with the
     stochastic policy, then takes U updates, feeding the controller the mean episode cost J_c."""
@@ -298,22 +276,17 @@ class OnlineLearner:
         env: gym.Env,
         buffer: ReplayBuffer,
         seed: int,
-        offline: ReplayBuffer | None = None,
-        total_iterations: int = 1,
+        baselines: Sequence[Baseline] = (),
     ) -> None:
-        """``offline``: the offline dataset, which hybrid replay (``offline_fraction > 0``)
-        mixes into every minibatch; ``total_iterations``: the budget JSRL's curriculum spans."""
+        """``baselines``: the O2O baselines plugged into the loop (``marvel.baselines``; none:
+        Marvel)."""
         if agent.cfg.lambda_update_every not in LAMBDA_UPDATE_EVERY:
             raise ValueError(
                 f"lambda_update_every must be one of {LAMBDA_UPDATE_EVERY}, "
                 f"got {agent.cfg.lambda_update_every!r}"
             )
-        if agent.cfg.offline_fraction > 0 and offline is None:
-            raise ValueError("offline_fraction > 0 (hybrid replay) needs the offline dataset")
         self.agent, self.controller, self.env, self.buffer = agent, controller, env, buffer
-        self.offline, self.total_iterations = offline, total_iterations
-        self.guide_steps_taken = 0  # JSRL: pi_0's steps in the last rollout
-        self.prior_action_rate = 0.0  # PEX: the share of pi_0's actions in the last rollout
+        self.baselines = list(baselines)
         self.seed = seed
         self.noise_rng = np.random.default_rng(seed)
         self.iteration = 0
@@ -322,22 +295,16 @@ class OnlineLearner:
         self.env_steps = 0
         self.cumulative_cost = 0.0
 
-    def guide_fraction(self) -> float:
-        """JSRL: the share of this iteration's episode steps pi_0 acts for (0 without JSRL)."""
-        progress = self.iteration / max(self.total_iterations, 1)
-        return self.agent.cfg.jsrl_initial_fraction * max(0.0, 1.0 - progress)
-
     def rollout(self, num_episodes: int, action_noise: float = 0.0) -> list[Episode]:
-        """Roll out ``num_episodes`` stochastic episodes and add them to the replay buffer
-        (with JSRL, pi_0 acting for the first ``guide_fraction`` of each episode's steps)."""
-        cfg, episodes = self.agent.cfg, []
-        guide_steps = round(self.guide_fraction() * self.env.spec.max_episode_steps)
-        self.guide_steps_taken = 0
-        expansion = PolicyExpansion(self.agent, cfg.pex_temperature) if cfg.pex else None
+        """Roll out ``num_episodes`` stochastic episodes, each with the policy the baselines
+        choose (pi without them), and add them to the replay buffer."""
+        episodes = []
+        for baseline in self.baselines:
+            baseline.begin_rollout(self.agent, self.iteration)
         for _ in range(num_episodes):
-            policy = self.agent.actor if expansion is None else expansion
-            if guide_steps > 0:
-                policy = JumpStart(self.agent.prior_actor, self.agent.actor, guide_steps)
+            policy = self.agent.actor
+            for baseline in self.baselines:  # JSRL, PEX
+                policy = baseline.episode_policy(policy, self.env.spec.max_episode_steps)
             episode = run_episode(
                 self.env,
                 policy,
@@ -347,13 +314,10 @@ class OnlineLearner:
                 rng=self.noise_rng,
             )
             self.buffer.add(episode.transitions)
-            self.guide_steps_taken += getattr(policy, "guide_acted", 0)
             self.episodes += 1
             self.env_steps += episode.length
             self.cumulative_cost += episode.cost
             episodes.append(episode)
-        if expansion is not None:
-            self.prior_action_rate = expansion.prior_chosen / max(expansion.steps, 1)
         return episodes
 
     def improve(self, episode_cost: float) -> dict[str, float]:
@@ -371,42 +335,30 @@ class OnlineLearner:
                 if every == "minibatch":
                     self.controller.update(episode_cost)
                 minibatch = {k: v[start : start + cfg.minibatch_size] for k, v in batch.items()}
-                for name, value in self.agent.update(minibatch, self.controller.lam).items():
+                losses = self.agent.update(minibatch, self.controller.lam, self.baselines)
+                for name, value in losses.items():
                     totals[name] = totals.get(name, 0.0) + value
                 steps += 1
             self.updates += 1
         return {name: float(total) / max(steps, 1) for name, total in totals.items()}
 
     def sample_batch(self) -> Batch:
-        """One update's ``batch_size`` transitions, uniform from the online buffer. Hybrid
-        replay: each ``minibatch_size`` block holds round(offline_fraction * minibatch_size)
-        uniform samples of the offline dataset after its online ones."""
+        """One update's ``batch_size`` transitions: a baseline's (hybrid replay), else uniform
+        from the online buffer."""
         cfg = self.agent.cfg
-        if cfg.offline_fraction == 0:
-            return self.buffer.sample(cfg.batch_size)
-        blocks = cfg.batch_size // cfg.minibatch_size
-        n_offline = round(cfg.offline_fraction * cfg.minibatch_size)
-        n_online = cfg.minibatch_size - n_offline
-        online = self.buffer.sample(blocks * n_online)
-        offline = self.offline.sample(blocks * n_offline)
-        return {
-            key: torch.cat(
-                [
-                    online[key].unflatten(0, (blocks, n_online)),
-                    offline[key].unflatten(0, (blocks, n_offline)),
-                ],
-                dim=1,
-            ).flatten(0, 1)
-            for key in online
-        }
+        for baseline in self.baselines:
+            batch = baseline.sample_batch(self.buffer, cfg.batch_size, cfg.minibatch_size)
+            if batch is not None:
+                return batch
+        return self.buffer.sample(cfg.batch_size)
 
     def iteration_step(self) -> dict[str, float]:
         """One iteration; returns its metrics row (METHOD.md section 4, DESIGN.md names)."""
         cfg = self.agent.cfg
-        guide_fraction = self.guide_fraction()
         start = time.perf_counter()
         episodes = self.rollout(cfg.episodes_per_iteration)
         rollout_s = time.perf_counter() - start
+        baseline_metrics = {k: v for b in self.baselines for k, v in b.rollout_metrics().items()}
         episode_cost = float(np.mean([e.cost for e in episodes]))
         diagnostics = rollout_diagnostics(self.agent, episodes, self.controller.lam)
         start = time.perf_counter()
@@ -423,12 +375,7 @@ class OnlineLearner:
             **losses,
             **diagnostics,
             **self.controller.terms(),
-            **(
-                {"jsrl/guide_fraction": guide_fraction, "jsrl/guide_steps": self.guide_steps_taken}
-                if cfg.jsrl_initial_fraction > 0
-                else {}
-            ),
-            **({"pex/prior_action_rate": self.prior_action_rate} if cfg.pex else {}),
+            **baseline_metrics,
             "perf/env_steps_per_s": sum(e.length for e in episodes) / max(rollout_s, 1e-9),
             "perf/updates_per_s": cfg.updates_per_iteration / max(update_s, 1e-9),
         }
@@ -438,7 +385,7 @@ class OnlineLearner:
             "agent": self.agent.state_dict(),
             "controller": self.controller.state_dict(),
             "buffer": self.buffer.state_dict(),
-            "offline_sampler": None if self.offline is None else self.offline.generator.get_state(),
+            "baselines": [baseline.state_dict() for baseline in self.baselines],
             "noise_rng": self.noise_rng.bit_generator.state,
             "counters": {
                 "iteration": self.iteration,
@@ -453,8 +400,8 @@ class OnlineLearner:
         self.agent.load_state_dict(state["agent"])
         self.controller.load_state_dict(state["controller"])
         self.buffer.load_state_dict(state["buffer"])
-        if self.offline is not None:  # the data is the dataset's; only the sampler moves
-            self.offline.generator.set_state(state["offline_sampler"])
+        for baseline, saved in zip(self.baselines, state["baselines"], strict=True):
+            baseline.load_state_dict(saved)
         self.noise_rng.bit_generator.state = state["noise_rng"]
         counters = state["counters"]
         self.iteration, self.updates = int(counters["iteration"]), int(counters["updates"])

@@ -18,20 +18,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from marvel.analysis import (
-    RunRecord,
     group_runs,
     iqm_estimates,
-    label_methods,
-    latex_tables,
-    load_local,
     main,
     mark_safe_and_best,
-    markdown_tables,
     mean_std,
     result_rows,
-    runs_from_wandb,
 )
-from tests.conftest import ROOT, read_metrics, read_summary
+from marvel.runs import RunRecord, label_methods, load_local, runs_from_wandb
+from marvel.tables import latex_tables, markdown_tables
+from tests.helpers import ROOT, read_metrics, read_summary
 
 ABLATION = ("marvel", "vpa_pid", "vpa_only", "apid_only", "warm_start", "from_scratch")
 OUTPUTS = (
@@ -61,7 +57,7 @@ def run_analysis(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def multirun(ablation_sweep: Path) -> Path:
     """A real Hydra multirun: the smoke ablation sweep (6 presets x 2 seeds on BallCircle,
-    issue 4's contract command; tests/conftest.py)."""
+    tests/conftest.py)."""
     return ablation_sweep
 
 

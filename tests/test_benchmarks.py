@@ -1,4 +1,4 @@
-"""The benchmark suite runs (``--quick``) and writes the figures issue 5's contract names."""
+"""The benchmark suite runs (``--quick``) and writes the figures benchmarks/README.md names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CONTRACT = (
     ("update", "updates_per_s"),

@@ -1,5 +1,5 @@
-"""The command line as users run it (``python run.py ...``), at smoke budget: the contracts of
-issue 2, the artifacts of DESIGN.md, and one clear line for each kind of bad input."""
+"""The command line as users run it (``python run.py ...``), at smoke budget: each stage's
+contract, the artifacts of DESIGN.md, and one clear line for each kind of bad input."""
 
 from __future__ import annotations
 
@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 
 from marvel.checkpoint import load_policy
-from marvel.config import ConfigError
 from marvel.data.dsrl_files import load_dsrl_dataset
-from marvel.errors import MarvelError
+from marvel.errors import ConfigError, MarvelError
 from marvel.pipeline import preflight
-from tests.conftest import ROOT, compose_config, read_metrics, read_summary, run_cli
+from tests.helpers import (
+    ROOT,
+    assert_clean_error,
+    compose_config,
+    job_dirs,
+    read_metrics,
+    read_summary,
+    run_cli,
+)
 
 SMOKE = ("budget=smoke",)
 
@@ -97,6 +104,23 @@ def test_collection_is_cached(collect_run: Path, tmp_path: Path) -> None:
     )
 
 
+def test_finetune_stage_never_collects_or_pretrains(tmp_path: Path) -> None:
+    """stage=finetune with an empty cache: refused in one line, naming the stage to run first."""
+    proc = run_cli(
+        "stage=finetune",
+        "env=BallCircle",
+        *SMOKE,
+        "logger=none",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert_clean_error(
+        proc, "stage=finetune reads the collected dataset from the cache", "stage=collect"
+    )
+    assert not list((tmp_path / "cache").rglob("*.hdf5"))
+
+
 def test_data_path_uses_the_file(collect_run: Path, tmp_path: Path) -> None:
     path = read_summary(collect_run)["dataset"]["path"]
     run_cli(
@@ -112,14 +136,6 @@ def test_data_path_uses_the_file(collect_run: Path, tmp_path: Path) -> None:
     summary = read_summary(tmp_path)
     assert summary["dataset"]["source"] == "file" and summary["dataset"]["path"] == path
     assert not (tmp_path / "wandb").exists()  # logger=none
-
-
-def assert_clean_error(proc, *fragments: str) -> None:
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "Traceback" not in output, output
-    for fragment in fragments:
-        assert fragment in output, output
 
 
 @pytest.mark.parametrize(
@@ -281,8 +297,9 @@ def test_evaluate_an_offline_only_run_dir(tmp_path: Path) -> None:
 
 
 def test_cache_hit_gives_the_same_numbers(marvel_run: Path, tmp_path: Path) -> None:
-    """Each stage reseeds from (seed, stage): reusing the cached pi_0 changes nothing after it."""
-    run_cli("experiment=marvel", "env=BallCircle", *SMOKE, f"hydra.run.dir={tmp_path}")
+    """Each stage reseeds from (seed, stage): reusing the cached pi_0 changes nothing after it.
+    stage=finetune takes the dataset and pi_0 from the cache."""
+    run_cli("stage=finetune", "env=BallCircle", *SMOKE, f"hydra.run.dir={tmp_path}")
     assert read_summary(tmp_path)["pretrained"]["cached"] is True
 
     def online_rows(run_dir: Path) -> list[dict]:
@@ -293,29 +310,37 @@ def test_cache_hit_gives_the_same_numbers(marvel_run: Path, tmp_path: Path) -> N
     assert read_summary(tmp_path)["vpa"] == read_summary(marvel_run)["vpa"]
 
 
-@pytest.mark.parametrize(
-    "preset",
-    [  # the ablation's presets run in the ablation sweep (tests/test_sweeps.py)
-        "offline_only",
-        "kl_to_prior",
-        "target_noise",
-        "hybrid_replay",
-        "jsrl",
-        "pex",
-    ],
-)
-def test_every_preset_runs(preset: str, marvel_run: Path, tmp_path: Path) -> None:
+# the ablation's presets run in the ablation sweep (tests/test_sweeps.py)
+OTHER_PRESETS = ("offline_only", "kl_to_prior", "target_noise", "hybrid_replay", "jsrl", "pex")
+
+
+@pytest.fixture(scope="module")
+def other_presets(marvel_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every preset outside the ablation, one job each of one multirun, from Marvel's cache."""
+    sweep_dir = tmp_path_factory.mktemp("presets")
     run_cli(
-        f"experiment={preset}", "env=BallCircle", "logger=none", *SMOKE, f"hydra.run.dir={tmp_path}"
+        "-m",
+        f"experiment={','.join(OTHER_PRESETS)}",
+        "env=BallCircle",
+        "logger=none",
+        "torch_threads=1",
+        *SMOKE,
+        f"hydra.sweep.dir={sweep_dir}",
     )
-    summary = read_summary(tmp_path)
+    return {read_summary(d)["experiment"]: d for d in job_dirs(sweep_dir)}
+
+
+@pytest.mark.parametrize("preset", OTHER_PRESETS)
+def test_every_preset_runs(preset: str, other_presets: dict[str, Path]) -> None:
+    run_dir = other_presets[preset]
+    summary = read_summary(run_dir)
     assert summary["experiment"] == preset and "normalized_reward" in summary["eval"]
     assert summary["pretrained"]["cached"] is True  # every preset starts from the same pi_0
-    if preset == "jsrl":  # issue 7's contract: JSRL logs its guide share
-        rows = [r for r in read_metrics(tmp_path) if "train/episode_reward" in r]
+    if preset == "jsrl":  # JSRL logs its guide share
+        rows = [r for r in read_metrics(run_dir) if "train/episode_reward" in r]
         assert [r["jsrl/guide_fraction"] for r in rows] == [1.0, 0.5]
     if preset == "pex":  # and PEX its rate of pi_0's actions
-        rows = [r for r in read_metrics(tmp_path) if "train/episode_reward" in r]
+        rows = [r for r in read_metrics(run_dir) if "train/episode_reward" in r]
         assert all(0.0 <= r["pex/prior_action_rate"] <= 1.0 for r in rows)
 
 

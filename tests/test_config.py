@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from marvel.config import ConfigError, register_configs, validate
+from marvel.config import register_configs, validate
 from marvel.envs import CUSTOM, TASKS
-from tests.conftest import compose_config
+from marvel.errors import ConfigError
+from tests.helpers import compose_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())

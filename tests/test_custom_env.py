@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from marvel.config import ConfigError
 from marvel.envs import check_custom_env, custom_task, make_env
-from marvel.errors import MarvelError
+from marvel.errors import ConfigError, MarvelError
 from marvel.pipeline import preflight
-from tests.conftest import compose_config, read_summary, run_cli
-from tests.test_cli import SMOKE, assert_clean_error
+from tests.helpers import assert_clean_error, compose_config, read_summary, run_cli
+from tests.test_cli import SMOKE
 
 POINT = ("env=custom", "env.name=HazardPoint", "env.gym_id=tests.hazard_point:HazardPoint")
 

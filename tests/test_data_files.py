@@ -17,8 +17,6 @@ import pytest
 
 from marvel.data.dsrl_files import (
     DEFAULT_HF_REPO,
-    DatasetError,
-    DatasetUnavailableError,
     dsrl_file_name,
     fetch_dsrl_dataset,
     load_dsrl_dataset,
@@ -26,6 +24,7 @@ from marvel.data.dsrl_files import (
 )
 from marvel.data.hdf5_io import DSRL_KEYS, episode_returns, save_cr_plot, write_dsrl_hdf5
 from marvel.envs import make_env, step_cost
+from marvel.errors import DatasetError, DatasetUnavailableError
 from marvel.fsutil import sha256_file
 
 TASK = "BallCircle"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from dsrl import infos
 
-from marvel.envs import TASKS, UnknownTaskError, make_env, step_cost, task_spec
+from marvel.envs import TASKS, make_env, step_cost, task_spec
+from marvel.errors import UnknownTaskError
 
 
 @pytest.mark.parametrize("name", TASKS)

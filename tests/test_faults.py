@@ -1,4 +1,4 @@
-"""Issue 6: numerical faults, unsafe or mismatched checkpoints, secrets and unwritable dirs each
+"""Numerical faults, unsafe or mismatched checkpoints, secrets and unwritable dirs each
 end with one clear line and leave what was saved intact."""
 
 from __future__ import annotations
@@ -16,9 +16,14 @@ from marvel.checkpoint import FORMAT, load_checkpoint
 from marvel.errors import NumericalFault
 from marvel.fsutil import locked
 from marvel.sac_lag import OnlineLearner
-from tests.conftest import ROOT, read_metrics, read_summary, run_cli
-from tests.test_cli import assert_clean_error
-from tests.test_config import compose_config
+from tests.helpers import (
+    ROOT,
+    assert_clean_error,
+    compose_config,
+    read_metrics,
+    read_summary,
+    run_cli,
+)
 
 SMOKE = ("budget=smoke", "logger=none")
 
@@ -116,7 +121,13 @@ def test_a_secret_in_the_environment_reaches_no_output(tmp_path: Path) -> None:
 def test_pretrained_entry_of_another_task_is_refused(tmp_path: Path) -> None:
     """A cache entry whose recorded task differs (a file copied over another) is not used."""
     cache = tmp_path / "cache"
-    common = ("env=BallCircle", "budget=smoke", "logger=none", f"paths.cache_dir={cache}")
+    common = (
+        "experiment=offline_only",  # collection and pretraining: the entry, and nothing after
+        "env=BallCircle",
+        "budget=smoke",
+        "logger=none",
+        f"paths.cache_dir={cache}",
+    )
     run_cli(*common, f"hydra.run.dir={tmp_path / 'first'}")
     entry = Path(read_summary(tmp_path / "first")["pretrained"]["path"])
     state = torch.load(entry, weights_only=True)

@@ -11,7 +11,7 @@ import torch
 import wandb
 
 from marvel.logging import RunLogger, redact, run_metadata
-from tests.conftest import compose_config, run_cli
+from tests.helpers import compose_config, run_cli
 
 
 @pytest.fixture(autouse=True)

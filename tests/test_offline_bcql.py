@@ -14,9 +14,10 @@ from torch.distributions.transforms import TanhTransform
 
 from marvel.data.buffer import ReplayBuffer
 from marvel.nets import CriticEnsemble, SquashedGaussianActor, squashed_gaussian_log_prob
-from marvel.offline.base import NetworkSizes, Pretrained, qc_threshold, train_offline
+from marvel.offline.base import qc_threshold, train_offline
 from marvel.offline.bcql import BCQL, BCQLConfig, Perturbation
-from tests.conftest import (
+from marvel.start import NetworkSizes, Pretrained
+from tests.helpers import (
     assert_qc_pid_multiplier,
     assert_transfers_to_sac_lag,
     dims,

@@ -10,9 +10,10 @@ import torch
 
 from marvel.data.buffer import ReplayBuffer
 from marvel.nets import CriticEnsemble, SquashedGaussianActor
-from marvel.offline.base import NetworkSizes, qc_threshold, train_offline
+from marvel.offline.base import qc_threshold, train_offline
 from marvel.offline.bearl import BEARL, BEARLConfig, mmd
-from tests.conftest import (
+from marvel.start import NetworkSizes
+from tests.helpers import (
     assert_qc_pid_multiplier,
     assert_transfers_to_sac_lag,
     dims,

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from marvel.data.buffer import ReplayBuffer
-from marvel.offline.base import NetworkSizes, Pretrained, qc_threshold, train_offline
+from marvel.offline.base import qc_threshold, train_offline
 from marvel.offline.cpq import CPQ, CPQConfig
-from tests.conftest import assert_transfers_to_sac_lag, dims
+from marvel.start import NetworkSizes, Pretrained
+from tests.helpers import assert_transfers_to_sac_lag, dims
 
 CPU = torch.device("cpu")
 SIZES = NetworkSizes([64, 64], [64, 64], 2)

@@ -21,7 +21,7 @@ from marvel.placement import (
     supports_placement,
 )
 from marvel.rollout import Policy
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

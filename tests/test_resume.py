@@ -1,10 +1,11 @@
-"""Issue 6: a run killed mid-finetuning and rerun with the same command resumes from its last
+"""A run killed mid-finetuning and rerun with the same command resumes from its last
 checkpoint and ends with exactly the numbers of an uninterrupted run."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,11 +16,11 @@ import torch
 
 from marvel.checkpoint import rng_state, set_rng_state
 from marvel.logging import keep_rows_until
-from marvel.offline.base import NetworkSizes
 from marvel.offline.bcql import BCQL, BCQLConfig
 from marvel.offline.bearl import BEARL, BEARLConfig
 from marvel.offline.cpq import CPQ, CPQConfig
-from tests.conftest import ROOT, read_metrics, read_summary, run_cli
+from marvel.start import NetworkSizes
+from tests.helpers import ROOT, read_metrics, read_summary, run_cli
 
 # The whole Marvel pipeline at smoke budget, long enough to be killed between checkpoints.
 RUN = (
@@ -114,12 +115,15 @@ def test_a_finished_run_is_left_as_it_is(uninterrupted: Path) -> None:
 
 
 def test_resume_never_starts_over(uninterrupted: Path, tmp_path: Path) -> None:
-    killed_mid_finetuning(tmp_path)
-    run_cli(*RUN, f"hydra.run.dir={tmp_path}", "resume=never")
-    summary = read_summary(tmp_path)
+    """A run dir holding a checkpoint (here: a copy of the finished run) with resume=never runs
+    from the start, and its rows replace the old ones."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    run_cli(*RUN, f"hydra.run.dir={run_dir}", "resume=never")
+    summary = read_summary(run_dir)
     assert summary["resumed_from_iteration"] is None
     assert summary["eval"] == read_summary(uninterrupted)["eval"]
-    assert run_rows(tmp_path) == run_rows(uninterrupted)
+    assert run_rows(run_dir) == run_rows(uninterrupted)
 
 
 def test_another_config_does_not_resume(uninterrupted: Path) -> None:
@@ -170,7 +174,7 @@ def test_offline_learner_resumes_from_its_state(learner_cls, cfg) -> None:
     """A pretraining checkpoint (learner state + RNG) continued in a fresh learner gives the
     same parameters as training on without a break: networks, optimizers, multipliers, PID
     state and counters all travel (marvel.offline.base.OfflineLearnerBase.state_dict)."""
-    from tests.conftest import random_batch
+    from tests.helpers import random_batch
 
     batch = random_batch(n=32, obs_dim=5, act_dim=2)
     sizes = NetworkSizes([32, 32], [32, 32], 2)

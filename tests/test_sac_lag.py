@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from marvel.baselines import JumpStartRL, PolicyExpansion, make_baselines
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.diagnostics import rollout_diagnostics
@@ -18,8 +19,8 @@ from marvel.evaluate import evaluate, make_eval_envs
 from marvel.lagrange import DualAscent
 from marvel.nets import gaussian_kl
 from marvel.rollout import JumpStart
-from marvel.sac_lag import OnlineLearner, PolicyExpansion, SACLag, SACLagConfig
-from tests.conftest import random_batch
+from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
+from tests.helpers import random_batch
 
 CPU = torch.device("cpu")
 
@@ -139,10 +140,11 @@ def test_kl_to_prior_keeps_the_actor_near_pi_0() -> None:
 
     def drift(kl_to_prior: float) -> float:
         torch.manual_seed(0)
-        agent = SACLag(5, 2, small_config(actor_lr=1e-2, kl_to_prior=kl_to_prior), CPU)
+        cfg = small_config(actor_lr=1e-2, kl_to_prior=kl_to_prior)
+        agent, baselines = SACLag(5, 2, cfg, CPU), make_baselines(cfg)
         prior = copy.deepcopy(agent.actor)
         for _ in range(30):
-            losses = agent.update(random_batch(), 0.0)
+            losses = agent.update(random_batch(), 0.0, baselines)
         assert ("train/kl_to_prior" in losses) == (kl_to_prior > 0)
         obs = random_batch()["obs"]
         return gaussian_kl(*agent.actor.distribution(obs), *prior.distribution(obs)).mean().item()
@@ -153,9 +155,11 @@ def test_kl_to_prior_keeps_the_actor_near_pi_0() -> None:
 def test_target_noise_changes_targets_only_when_on() -> None:
     def critic_loss(std: float) -> float:
         torch.manual_seed(0)
-        agent = SACLag(5, 2, small_config(target_noise_std=std), CPU)
+        cfg = small_config(target_noise_std=std)
+        agent = SACLag(5, 2, cfg, CPU)
         torch.manual_seed(1)
-        return agent.critic_update(random_batch(), 0.2, 0.0)["loss/critic_reward"].item()
+        losses = agent.critic_update(random_batch(), 0.2, 0.0, make_baselines(cfg))
+        return losses["loss/critic_reward"].item()
 
     assert critic_loss(0.0) == critic_loss(0.0)
     assert critic_loss(0.3) != critic_loss(0.0)
@@ -190,7 +194,7 @@ def test_hybrid_replay_batch_composition(fraction: float) -> None:
         make_env("BallRun"),
         filled_buffer(1.0),
         seed=0,
-        offline=filled_buffer(-1.0, seed=1),
+        baselines=make_baselines(cfg, offline=filled_buffer(-1.0, seed=1)),
     )
     batch = learner.sample_batch()
     assert all(v.shape[0] == 256 for v in batch.values())
@@ -216,9 +220,9 @@ def test_fused_schedule_steps_once_on_the_samples_the_paper_schedule_splits() ->
         recorded[minibatch] = []
         step = agent.update
 
-        def recording_update(batch, lam, step=step, log=recorded[minibatch]):
+        def recording_update(batch, lam, baselines=(), step=step, log=recorded[minibatch]):
             log.append({k: v.clone() for k, v in batch.items()})
-            return step(batch, lam)
+            return step(batch, lam, baselines)
 
         agent.update = recording_update
     for learner in learners.values():
@@ -244,13 +248,7 @@ def test_fused_schedule_steps_once_on_the_samples_the_paper_schedule_splits() ->
 
 def test_hybrid_replay_needs_the_offline_data() -> None:
     with pytest.raises(ValueError, match="needs the offline dataset"):
-        OnlineLearner(
-            SACLag(5, 2, small_config(offline_fraction=0.5), CPU),
-            DualAscent(20.0, 1e-2),
-            make_env("BallRun"),
-            filled_buffer(1.0),
-            seed=0,
-        )
+        make_baselines(small_config(offline_fraction=0.5))
 
 
 class ConstantPolicy:
@@ -277,14 +275,16 @@ def test_jsrl_guide_fraction_follows_its_schedule() -> None:
     obs_dim, act_dim = space_dims(env)
     buffer = ReplayBuffer(obs_dim, act_dim, 10_000, CPU, 0)
     agent = SACLag(obs_dim, act_dim, cfg, CPU)
-    learner = OnlineLearner(agent, DualAscent(20.0, 1e-2), env, buffer, 0, total_iterations=4)
+    baselines = make_baselines(cfg, total_iterations=4)
+    learner = OnlineLearner(agent, DualAscent(20.0, 1e-2), env, buffer, 0, baselines)
     length = env.spec.max_episode_steps
     rows = [learner.iteration_step() for _ in range(4)]
     assert [r["jsrl/guide_fraction"] for r in rows] == [1.0, 0.75, 0.5, 0.25]
     assert [r["jsrl/guide_steps"] for r in rows] == [
         2 * round(f * length) for f in (1, 0.75, 0.5, 0.25)
     ]
-    assert learner.guide_fraction() == 0.0  # the budget is spent
+    (jsrl,) = baselines
+    assert isinstance(jsrl, JumpStartRL) and jsrl.guide_fraction(4) == 0.0  # budget spent
 
 
 def test_prior_actor_travels_with_the_agent_state() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from marvel.data.dsrl_files import load_dsrl_dataset
 from marvel.data.hdf5_io import episode_returns
-from tests.conftest import read_summary, run_cli
+from tests.helpers import read_summary, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """Sweeps and launchers: every sweep file composes into valid jobs; the ablation sweep runs with
-the basic launcher (issue 4's contract), with joblib (two parallel jobs pretrain once) and with
+the basic launcher, with joblib (two parallel jobs pretrain once) and with
 submitit_local; each job gets its share of the CPUs; the W&B dashboard plots what runs log."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from marvel.config import SWEEPS_DIR, register_configs, validate
+from marvel.context import SweepInfo
 from marvel.dashboard import build_workspace
-from marvel.launch import SweepInfo, available_cpus, torch_threads_for_job
-from tests.conftest import ROOT, job_dirs, read_metrics, read_summary, run_cli
+from marvel.launch import available_cpus, torch_threads_for_job
+from tests.helpers import ROOT, job_dirs, read_metrics, read_summary, run_cli
 
 register_configs()
 
@@ -80,7 +81,7 @@ def test_seeds_follow_the_budget_and_the_command_line() -> None:
 
 
 def test_ablation_sweep_contract(ablation_sweep: Path) -> None:
-    """Issue 4's contract: every ablation preset x 2 seeds, one run dir each with its summary."""
+    """Every ablation preset x 2 seeds, one run dir each with its summary."""
     summaries = [read_summary(d) for d in job_dirs(ablation_sweep)]
     assert len(summaries) == 12
     assert sorted((s["experiment"], s["seed"]) for s in summaries) == sorted(

@@ -1,4 +1,4 @@
-"""The velocity tasks (issue 8): Safety-Gymnasium's constraint on gymnasium's MuJoCo envs, the
+"""The velocity tasks: Safety-Gymnasium's constraint on gymnasium's MuJoCo envs, the
 missing-extra message, collection and loading in DSRL's schema, and runs at smoke budget. The env
 checks common to every task (spaces, reset/step, DSRL lengths, history-free resets) are
 tests/test_envs.py's, parametrized over all tasks."""
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from marvel import envs
-from marvel.data.dsrl_files import DatasetError, dsrl_file_name, load_dsrl_dataset, validate_dataset
-from marvel.envs import VELOCITY_CONSTRAINTS, VELOCITY_TASKS, MissingExtraError, make_env
-from tests.conftest import ROOT, read_metrics, read_summary, run_cli
+from marvel.data.dsrl_files import dsrl_file_name, load_dsrl_dataset, validate_dataset
+from marvel.envs import VELOCITY_CONSTRAINTS, VELOCITY_TASKS, make_env
+from marvel.errors import DatasetError, MissingExtraError
+from tests.helpers import ROOT, read_metrics, read_summary, run_cli
 
 SMOKE = ("budget=smoke",)
 

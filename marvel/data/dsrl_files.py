@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from marvel.data.hdf5_io import DSRL_KEYS
 from marvel.envs import TaskSpec, as_task, check_task, make_env, real_std_streams
-from marvel.errors import MarvelError
+from marvel.errors import DatasetError, DatasetUnavailableError
 from marvel.fsutil import atomic_write, atomic_write_json, locked, sha256_file
 
 with real_std_streams():  # dsrl imports bullet-safety-gym, which needs the real std streams
@@ -43,20 +43,12 @@ DEFAULT_MIRRORS: tuple[str, ...] = ("http://data.offline-saferl.org/download/{fi
 COLLECT_HINT = "or run with data=collect to collect a dataset offline"
 
 
-class DatasetError(MarvelError, RuntimeError):
-    """A dataset file that cannot be used; the message says what is wrong and how to fix it."""
-
-
-class DatasetUnavailableError(DatasetError):
-    """The DSRL file is not on disk and no source could serve it."""
-
-
 @dataclass(frozen=True)
 class DatasetIdentity:
     """Which bytes a run trained on.
 
     ``source`` is ``dsrl:<url>`` (downloaded now), ``dsrl:local`` (already in the DSRL directory),
-    ``file`` (a path the user gave) or ``collect`` (collected by marvel.data.collect).
+    ``file`` (a path the user gave) or ``collect`` (collected by marvel.stages.collect).
     """
 
     path: str

@@ -1,8 +1,6 @@
-"""The shared output of every offline algorithm and its training loop (METHOD.md section 2).
-
-An algorithm trains pi_0, a reward-critic ensemble Q_r (2 heads, min over heads) and a cost
-critic Q_c (1 head) with *the same architectures as SAC-Lag* (marvel.nets), so the offline ->
-online transfer is a strict load (METHOD.md section 4).
+"""What every offline algorithm shares (METHOD.md section 2): its start (pi_0, Q_r, Q_c built
+by ``marvel.start.build_networks``, as finetuning builds them), the Q_c threshold, the soft-clipped
+target, and the training loop that ends in a ``Pretrained``.
 """
 
 from __future__ import annotations
@@ -11,16 +9,14 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.errors import check_finite
-from marvel.nets import CriticEnsemble, SquashedGaussianActor
+from marvel.start import NetworkSizes, Pretrained, build_networks
 
 
 def qc_threshold(cost_limit: float, episode_len: int, gamma: float) -> float:
@@ -38,31 +34,19 @@ def qc_threshold(cost_limit: float, episode_len: int, gamma: float) -> float:
     return float(cost_limit * (1.0 - gamma**episode_len) / ((1.0 - gamma) * episode_len))
 
 
-@dataclass
-class NetworkSizes:
-    """Hidden sizes shared with finetuning (conf/env/<task>.yaml)."""
-
-    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # actor and Q_r
-    cost_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])  # Q_c
-    num_reward_critics: int = 2
-
-
-def build_networks(
-    obs_dim: int, act_dim: int, sizes: NetworkSizes, device: torch.device
-) -> tuple[SquashedGaussianActor, CriticEnsemble, CriticEnsemble]:
-    """pi, Q_r (``num_reward_critics`` heads) and Q_c (1 head), exactly as SAC-Lag builds them."""
-    actor = SquashedGaussianActor(obs_dim, act_dim, sizes.hidden_sizes).to(device)
-    reward_critic = CriticEnsemble(
-        obs_dim, act_dim, sizes.hidden_sizes, sizes.num_reward_critics
-    ).to(device)
-    cost_critic = CriticEnsemble(obs_dim, act_dim, sizes.cost_hidden_sizes, 1).to(device)
-    return actor, reward_critic, cost_critic
-
-
 class OfflineLearnerBase:
     """The start every offline learner shares: its config, pi, Q_r and Q_c exactly as SAC-Lag
     builds them (``build_networks``), and frozen deep copies of Q_r and Q_c as their Polyak
-    targets Qbar_r and Qbar_c. Each algorithm adds its own parts after these."""
+    targets Qbar_r and Qbar_c. Each algorithm adds its own parts after these, and names in
+    ``TRAINED`` everything training changes (networks, optimizers, tensors, PID, counters)."""
+
+    TRAINED: tuple[str, ...] = (
+        "actor",
+        "reward_critic",
+        "cost_critic",
+        "reward_critic_target",
+        "cost_critic_target",
+    )
 
     def __init__(
         self, obs_dim: int, act_dim: int, sizes: NetworkSizes, cfg: Any, device: torch.device
@@ -75,34 +59,29 @@ class OfflineLearnerBase:
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything training changes, for a pretraining checkpoint: every network and
-        optimizer, tensor (multipliers), PID state and counter the algorithm holds."""
+        """The ``TRAINED`` parts, for a pretraining checkpoint."""
         state: dict[str, Any] = {}
-        for name, value in vars(self).items():
-            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
-                state[name] = value.state_dict()
-            elif isinstance(value, torch.Tensor):
+        for name in self.TRAINED:
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
                 state[name] = value.detach().clone()
-            elif isinstance(value, QcPIDLagrangian):
-                state[name] = {k: v.clone() for k, v in vars(value).items() if torch.is_tensor(v)}
-            elif isinstance(value, int | float):
+            elif isinstance(value, int):
                 state[name] = value
+            else:  # a network, an optimizer or the PID
+                state[name] = value.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict``'s entries in place (strict: the same algorithm and sizes)."""
-        for name, saved in state.items():
-            value = getattr(self, name)
-            if isinstance(value, (nn.Module, torch.optim.Optimizer)):
-                value.load_state_dict(saved)
-            elif isinstance(value, torch.Tensor):
+        """Restore the ``TRAINED`` parts in place (strict: the same algorithm and sizes)."""
+        for name in self.TRAINED:
+            value, saved = getattr(self, name), state[name]
+            if isinstance(value, torch.Tensor):
                 with torch.no_grad():
                     value.copy_(saved)
-            elif isinstance(value, QcPIDLagrangian):
-                for key, tensor in saved.items():
-                    setattr(value, key, tensor.to(self.device))
-            else:
+            elif isinstance(value, int):
                 setattr(self, name, saved)
+            else:
+                value.load_state_dict(saved)
 
 
 def soft_clipped_target(
@@ -157,58 +136,17 @@ class QcPIDLagrangian:
         self.lam = F.relu(self.kp * F.relu(error) + self.ki * self.integral + self.kd * derivative)
         return self.lam
 
-
-@dataclass
-class Pretrained:
-    """pi_0, Q_r, Q_c, the actor's optimizer state and the algorithm's own multiplier."""
-
-    algo: str
-    actor: SquashedGaussianActor
-    reward_critic: CriticEnsemble
-    cost_critic: CriticEnsemble
-    actor_optimizer: dict[str, Any]  # torch optimizer state_dict (reused by finetuning)
-    lagrange_multiplier: float  # the offline lambda (never carried over unless asked)
-    sizes: NetworkSizes
-    config: dict[str, Any]  # the algorithm's config, as a plain dict
-    metrics: dict[str, float] = field(default_factory=dict)  # last logged training values
-
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return {
-            "algo": self.algo,
-            "actor": self.actor.state_dict(),
-            "reward_critic": self.reward_critic.state_dict(),
-            "cost_critic": self.cost_critic.state_dict(),
-            "actor_optimizer": self.actor_optimizer,
-            "lagrange_multiplier": self.lagrange_multiplier,
-            "sizes": {
-                "hidden_sizes": list(self.sizes.hidden_sizes),
-                "cost_hidden_sizes": list(self.sizes.cost_hidden_sizes),
-                "num_reward_critics": self.sizes.num_reward_critics,
-            },
-            "config": self.config,
-            "metrics": self.metrics,
+            "error": self.error.clone(),
+            "integral": self.integral.clone(),
+            "lam": self.lam.clone(),
         }
 
-    @classmethod
-    def from_state_dict(
-        cls, state: dict[str, Any], obs_dim: int, act_dim: int, device: torch.device
-    ) -> Pretrained:
-        """Rebuild with a strict load (a mismatch raises RuntimeError naming the tensors)."""
-        sizes = NetworkSizes(**state["sizes"])
-        actor, reward_critic, cost_critic = build_networks(obs_dim, act_dim, sizes, device)
-        actor.load_state_dict(state["actor"])
-        reward_critic.load_state_dict(state["reward_critic"])
-        cost_critic.load_state_dict(state["cost_critic"])
-        return cls(
-            algo=state["algo"],
-            actor=actor,
-            reward_critic=reward_critic,
-            cost_critic=cost_critic,
-            actor_optimizer=state["actor_optimizer"],
-            lagrange_multiplier=float(state["lagrange_multiplier"]),
-            sizes=sizes,
-            config=dict(state["config"]),
-            metrics=dict(state["metrics"]),
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        device = self.lam.device
+        self.error, self.integral, self.lam = (
+            state[k].to(device) for k in ("error", "integral", "lam")
         )
 
 

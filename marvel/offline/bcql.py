@@ -66,14 +66,13 @@ from marvel.nets import (
     squashed_gaussian_log_prob,
 )
 from marvel.offline.base import (
-    NetworkSizes,
     OfflineLearnerBase,
-    Pretrained,
     QcPIDLagrangian,
     pretrained_from,
     qc_threshold,
     soft_clipped_target,
 )
+from marvel.start import NetworkSizes, Pretrained
 
 MAX_ACTION = 1.0  # marvel's action box is [-1, 1] (SquashedGaussianActor's range)
 
@@ -149,6 +148,18 @@ class BCQL(OfflineLearnerBase):
     perturbation model and its target, and lambda."""
 
     cfg: BCQLConfig
+
+    TRAINED = OfflineLearnerBase.TRAINED + (
+        "perturbation",
+        "perturbation_target",
+        "vae",
+        "pid",
+        "actor_optimizer",
+        "perturbation_optimizer",
+        "reward_critic_optimizer",
+        "cost_critic_optimizer",
+        "vae_optimizer",
+    )
 
     def __init__(
         self,

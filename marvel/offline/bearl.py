@@ -39,14 +39,13 @@ import torch.nn.functional as F
 from marvel.data.buffer import Batch
 from marvel.nets import ConditionalVAE, adam, frozen, gradient_step, polyak_update
 from marvel.offline.base import (
-    NetworkSizes,
     OfflineLearnerBase,
-    Pretrained,
     QcPIDLagrangian,
     pretrained_from,
     qc_threshold,
     soft_clipped_target,
 )
+from marvel.start import NetworkSizes, Pretrained
 
 KERNELS = ("gaussian", "laplacian")
 
@@ -119,6 +118,19 @@ class BEARL(OfflineLearnerBase):
     """pi, Q_r (2 heads), Q_c (1 head), their targets, the behaviour VAE, alpha_mmd and lambda."""
 
     cfg: BEARLConfig
+
+    TRAINED = OfflineLearnerBase.TRAINED + (
+        "actor_target",
+        "vae",
+        "log_alpha_mmd",
+        "pid",
+        "num_updates",
+        "actor_optimizer",
+        "reward_critic_optimizer",
+        "cost_critic_optimizer",
+        "vae_optimizer",
+        "alpha_mmd_optimizer",
+    )
 
     def __init__(
         self,

@@ -36,12 +36,11 @@ import torch.nn.functional as F
 from marvel.data.buffer import Batch
 from marvel.nets import ConditionalVAE, adam, frozen, gradient_step, polyak_update
 from marvel.offline.base import (
-    NetworkSizes,
     OfflineLearnerBase,
-    Pretrained,
     pretrained_from,
     qc_threshold,
 )
+from marvel.start import NetworkSizes, Pretrained
 
 
 @dataclass
@@ -76,6 +75,15 @@ class CPQ(OfflineLearnerBase):
     """pi, Q_r (min over heads), Q_c (1 head), their targets, the behaviour VAE and alpha."""
 
     cfg: CPQConfig
+
+    TRAINED = OfflineLearnerBase.TRAINED + (
+        "vae",
+        "log_alpha",
+        "actor_optimizer",
+        "reward_critic_optimizer",
+        "cost_critic_optimizer",
+        "vae_optimizer",
+    )
 
     def __init__(
         self,

@@ -2,7 +2,8 @@
 
 DSRL recorded TRPO-Lag training runs under a cost-limit curriculum; marvel records a SAC-Lag
 training run (the agent of marvel.sac_lag) whose cost limit moves along a curriculum, with extra
-per-episode action noise, so the data spans poor-to-good and safe-to-unsafe behaviour.
+per-episode action noise, so the data spans poor-to-good and safe-to-unsafe behaviour. A change
+that alters what a given config produces bumps ``marvel.caches.DATASET_FORMAT``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ from marvel.data.buffer import ReplayBuffer
 from marvel.data.dsrl_files import DatasetIdentity
 from marvel.data.hdf5_io import episode_returns, save_cr_plot, write_dsrl_hdf5
 from marvel.envs import TaskSpec, make_env, space_dims
-from marvel.fsutil import atomic_write_json, json_digest, sha256_file
+from marvel.fsutil import atomic_write_json, sha256_file
 from marvel.lagrange import DualAscent
 from marvel.rollout import Episode
 from marvel.sac_lag import OnlineLearner, SACLag
-
-# bump when the recipe changes what a given config produces (the reasons: benchmarks/README.md)
-FORMAT_VERSION = 5
 
 
 def curriculum_cost_limit(cfg: CollectConfig, progress: float) -> float:
@@ -34,19 +32,6 @@ def curriculum_cost_limit(cfg: CollectConfig, progress: float) -> float:
     span = max(cfg.curriculum_end - cfg.curriculum_start, 1e-9)
     t = min(max((progress - cfg.curriculum_start) / span, 0.0), 1.0)
     return cfg.cost_limit_start + t * (cfg.cost_limit_end - cfg.cost_limit_start)
-
-
-def content_key(task: TaskSpec, cfg: CollectConfig, num_episodes: int, seed: int) -> str:
-    """What determines a collected dataset's content: task, recipe, size and seed."""
-    spec = {
-        "format": FORMAT_VERSION,
-        "task": task.name,
-        **({"env": [task.gym_id, task.max_episode_steps]} if task.custom else {}),
-        "collect": asdict(cfg),
-        "episodes": num_episodes,
-        "seed": seed,
-    }
-    return json_digest(spec)[:16]
 
 
 def _to_dsrl(episodes: list[Episode]) -> dict[str, np.ndarray]:

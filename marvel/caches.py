@@ -1,0 +1,124 @@
+"""The two caches under ``paths.cache_dir`` that let a sweep collect and pretrain once:
+``datasets/`` (collected HDF5 files) and ``pretrained/`` (pi_0, Q_r, Q_c), each entry named by
+the hash of everything that determines its content. A format number is bumped when a change of
+code makes existing entries stale (the reasons: benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from marvel.checkpoint import load_checkpoint, save_checkpoint
+from marvel.data.dsrl_files import DatasetIdentity
+from marvel.envs import TaskSpec
+from marvel.errors import CheckpointError, DatasetError
+from marvel.fsutil import json_digest, sha256_file
+from marvel.start import Pretrained
+
+DATASET_FORMAT = 5
+PRETRAINED_FORMAT = 7
+
+
+def cache_dir(cfg: DictConfig, kind: str) -> Path:
+    return Path(cfg.paths.cache_dir).expanduser() / kind
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def collected_dataset_path(cfg: DictConfig, task: TaskSpec) -> Path:
+    """Where the collected dataset of this (task, recipe, size, seed) is cached."""
+    spec = {
+        "format": DATASET_FORMAT,
+        "task": task.name,
+        **({"env": [task.gym_id, task.max_episode_steps]} if task.custom else {}),
+        "collect": asdict(OmegaConf.to_object(cfg.data.collect)),
+        "episodes": cfg.budget.collect_episodes,
+        "seed": cfg.data.seed,
+    }
+    return cache_dir(cfg, "datasets") / f"{task.name}-{json_digest(spec)[:16]}.hdf5"
+
+
+def cached_dataset(path: Path) -> DatasetIdentity | None:
+    """The cached collected dataset at ``path``, checked against the SHA-256 recorded when it
+    was collected; None when it is not there."""
+    if not path.is_file():
+        return None
+    digest = sha256_file(path)
+    recorded = json.loads(path.with_suffix(".json").read_text())["identity"]["sha256"]
+    if digest != recorded:
+        raise DatasetError(
+            f"{path} changed since it was collected (SHA-256 differs from its .json); "
+            "delete it to collect it again"
+        )
+    return DatasetIdentity(path=str(path), sha256=digest, source="collect")
+
+
+# ----------------------------------------------------------------------------- pretrained
+
+
+def pretrained_spec(cfg: DictConfig, task: TaskSpec, dataset_sha256: str) -> dict[str, Any]:
+    """Everything that determines a pretrained model: the task, the algorithm, its config and
+    steps, the network sizes, the cost limit, the dataset, the seed and the done flags."""
+    algo = cfg.offline.algo
+    return {
+        "format": PRETRAINED_FORMAT,
+        "task": task.name,
+        "algo": algo,
+        "config": asdict(OmegaConf.to_object(cfg.offline[algo])),
+        "steps": cfg.offline.steps,
+        "sizes": asdict(OmegaConf.to_object(cfg.finetune).sizes),
+        "cost_limit": task.cost_limit,
+        "dataset_sha256": dataset_sha256,
+        "seed": cfg.offline.seed,
+        "bootstrap_through_time_limit": cfg.bootstrap_through_time_limit,
+    }
+
+
+def pretrained_path(cfg: DictConfig, task: TaskSpec, spec: dict[str, Any]) -> Path:
+    name = f"{task.name}-{spec['algo']}-{json_digest(spec)[:16]}.pt"
+    return cache_dir(cfg, "pretrained") / name
+
+
+def load_pretrained(
+    path: Path, spec: dict[str, Any], obs_dim: int, act_dim: int, device: torch.device
+) -> Pretrained:
+    """A cached pretrained model, refused with one clear line when its recorded settings
+    (task, algorithm, sizes, dataset, ...) are not ``spec`` or its networks do not fit."""
+    state = load_checkpoint(path)
+    recorded = state["spec"] if isinstance(state.get("spec"), dict) else {}
+    fix = "delete it to pretrain again"
+    if recorded != spec:
+        differ = sorted(k for k in spec if recorded.get(k) != spec[k])
+        raise CheckpointError(
+            f"{path} is not the pretrained model this run needs (its {', '.join(differ)} "
+            f"differ); {fix}"
+        )
+    try:
+        return Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
+    except (KeyError, RuntimeError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{path} holds networks that do not fit ({first_line}); {fix}"
+        ) from None
+
+
+def save_pretrained(
+    path: Path, spec: dict[str, Any], task: TaskSpec, dims: list[int], pretrained: Pretrained
+) -> None:
+    save_checkpoint(
+        path,
+        {
+            "kind": "pretrained",
+            "task": task.name,
+            "task_spec": asdict(task),
+            "dims": dims,
+            "spec": spec,
+            "pretrained": pretrained.state_dict(),
+        },
+    )
