@@ -316,17 +316,18 @@ class MinimalSACLag:
         obs_dim: int,
         act_dim: int,
         cfg: SACLagConfig,
+        networks: NetworkSizes,
         data: dict[str, torch.Tensor],
         device: torch.device,
     ) -> None:
         self.cfg, self.data = cfg, data
         self.lam = 0.0
-        self.actor = sequential_mlp(obs_dim, cfg.hidden_sizes, 2 * act_dim).to(device)
+        self.actor = sequential_mlp(obs_dim, networks.hidden_sizes, 2 * act_dim).to(device)
         self.q_r = nn.ModuleList(
-            sequential_mlp(obs_dim + act_dim, cfg.hidden_sizes, 1)
-            for _ in range(cfg.num_reward_critics)
+            sequential_mlp(obs_dim + act_dim, networks.hidden_sizes, 1)
+            for _ in range(networks.num_reward_critics)
         ).to(device)
-        self.q_c = sequential_mlp(obs_dim + act_dim, cfg.cost_hidden_sizes, 1).to(device)
+        self.q_c = sequential_mlp(obs_dim + act_dim, networks.cost_hidden_sizes, 1).to(device)
         self.q_r_target = copy.deepcopy(self.q_r).requires_grad_(False)
         self.q_c_target = copy.deepcopy(self.q_c).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
@@ -392,7 +393,7 @@ class MinimalSACLag:
             self.step({k: v[start : start + self.cfg.minibatch_size] for k, v in batch.items()})
 
 
-def update_matmul_flops(obs_dim: int, act_dim: int, cfg: SACLagConfig, batch: int) -> float:
+def update_matmul_flops(obs_dim: int, act_dim: int, networks: NetworkSizes, batch: int) -> float:
     """Matmul FLOPs one SAC-Lag minibatch step needs, counted analytically.
 
     A Linear(i, o) on B rows costs 2*B*i*o forward (one multiply-add per weight per row). Its
@@ -410,10 +411,10 @@ def update_matmul_flops(obs_dim: int, act_dim: int, cfg: SACLagConfig, batch: in
     def layer_flops(dims: list[int], copies: int = 1) -> list[float]:
         return [2.0 * batch * i * o * copies for i, o in zip(dims[:-1], dims[1:], strict=True)]
 
-    hidden = cfg.hidden_sizes
+    hidden = networks.hidden_sizes
     actor = layer_flops([obs_dim, *hidden]) + 2 * layer_flops([hidden[-1], act_dim])  # mu, log_std
-    q_r = layer_flops([obs_dim + act_dim, *hidden, 1], cfg.num_reward_critics)
-    q_c = layer_flops([obs_dim + act_dim, *cfg.cost_hidden_sizes, 1])
+    q_r = layer_flops([obs_dim + act_dim, *hidden, 1], networks.num_reward_critics)
+    q_c = layer_flops([obs_dim + act_dim, *networks.cost_hidden_sizes, 1])
     forward = sum(actor) + sum(q_r) + sum(q_c)
     critic_losses = 3 * (sum(q_r) + sum(q_c)) - q_r[0] - q_c[0]
     actor_loss = 3 * sum(actor) - actor[0] + 2 * (sum(q_r) + sum(q_c))
@@ -440,6 +441,7 @@ def bench_update(
     obs_dim: int,
     act_dim: int,
     cfg: SACLagConfig,
+    networks: NetworkSizes,
     device: torch.device,
     sizes: Sizes,
 ) -> dict[str, float]:
@@ -449,14 +451,14 @@ def bench_update(
     buffer.add(data)
     torch.manual_seed(SEED)
     learner = OnlineLearner(
-        SACLag(obs_dim, act_dim, cfg, device),
+        SACLag(obs_dim, act_dim, cfg, networks, device),
         DualAscent(task.cost_limit, lr=LAMBDA_LR),
         make_env(task.name),  # improve() never steps it
         buffer,
         SEED,
     )
     tensors = {k: torch.as_tensor(v, device=device) for k, v in data.items()}
-    minimal = MinimalSACLag(obs_dim, act_dim, cfg, tensors, device)
+    minimal = MinimalSACLag(obs_dim, act_dim, cfg, networks, tensors, device)
     steps_per_update = cfg.batch_size // cfg.minibatch_size
 
     def marvel() -> float:
@@ -480,7 +482,7 @@ def bench_updates(
     task: TaskSpec,
     obs_dim: int,
     act_dim: int,
-    hidden: dict[str, list[int]],
+    networks: NetworkSizes,
     device: torch.device,
     sizes: Sizes,
 ) -> dict[str, Any]:
@@ -490,12 +492,12 @@ def bench_updates(
         f"{m}x{k}x{n}": gemm_flops(m, k, n, sizes.update_repeats, device) for m, k, n in GEMM_SHAPES
     }
     peak = max(gemm.values())
-    paper = SACLagConfig(**hidden)  # batch 256 in minibatches of 64, 5 updates per improve()
-    b256 = SACLagConfig(**hidden, minibatch_size=paper.batch_size)
-    rates = bench_update(task, obs_dim, act_dim, paper, device, sizes)
-    rates_b256 = bench_update(task, obs_dim, act_dim, b256, device, sizes)
-    flops = update_matmul_flops(obs_dim, act_dim, paper, paper.minibatch_size)
-    flops_b256 = update_matmul_flops(obs_dim, act_dim, b256, b256.minibatch_size)
+    paper = SACLagConfig()  # batch 256 in minibatches of 64, 5 updates per improve()
+    b256 = SACLagConfig(minibatch_size=paper.batch_size)
+    rates = bench_update(task, obs_dim, act_dim, paper, networks, device, sizes)
+    rates_b256 = bench_update(task, obs_dim, act_dim, b256, networks, device, sizes)
+    flops = update_matmul_flops(obs_dim, act_dim, networks, paper.minibatch_size)
+    flops_b256 = update_matmul_flops(obs_dim, act_dim, networks, b256.minibatch_size)
     return {
         "updates_per_s": rates["marvel"] * paper.minibatch_size / paper.batch_size,
         "minibatch_steps_per_s": rates["marvel"],
@@ -523,7 +525,7 @@ def bench_offline(
     task: TaskSpec,
     obs_dim: int,
     act_dim: int,
-    hidden: dict[str, list[int]],
+    networks: NetworkSizes,
     device: torch.device,
     sizes: Sizes,
 ) -> dict[str, float]:
@@ -531,7 +533,6 @@ def bench_offline(
     [400, 400]) and the task's network sizes, on uniform batches of a filled buffer."""
     buffer = ReplayBuffer(obs_dim, act_dim, BUFFER_SIZE, device, SEED)
     buffer.add(random_transitions(obs_dim, act_dim, BUFFER_SIZE))
-    net_sizes = NetworkSizes(hidden["hidden_sizes"], hidden["cost_hidden_sizes"])
     results: dict[str, float] = {}
     for name, learner_cls, cfg in (
         ("cpq", CPQ, CPQConfig()),
@@ -539,7 +540,7 @@ def bench_offline(
         ("bcql", BCQL, BCQLConfig()),
     ):
         learner = learner_cls(
-            obs_dim, act_dim, net_sizes, cfg, task.cost_limit, task.max_episode_steps, device
+            obs_dim, act_dim, networks, cfg, task.cost_limit, task.max_episode_steps, device
         )
 
         def steps(learner: Any = learner, batch_size: int = cfg.batch_size) -> float:
@@ -697,24 +698,27 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     task = task_spec(args.env)
     env_conf = OmegaConf.load(ROOT / "conf" / "env" / f"{task.name}.yaml")
-    hidden = {
-        "hidden_sizes": list(env_conf.hidden_sizes),  # actor and Q_r
-        "cost_hidden_sizes": list(env_conf.cost_hidden_sizes),  # Q_c
-    }
+    networks = NetworkSizes(**OmegaConf.to_container(env_conf.networks))
     env = StepCounter(make_env(task.name, seed=SEED))
     obs_dim, act_dim = space_dims(env)
     torch.manual_seed(SEED)
-    actor = SquashedGaussianActor(obs_dim, act_dim, hidden["hidden_sizes"]).to(device)
+    actor = SquashedGaussianActor(obs_dim, act_dim, networks.hidden_sizes).to(device)
 
     results: dict[str, Any] = {
         "machine": machine_info(device),
-        "settings": {"task": task.name, "quick": args.quick, "device": str(device), **hidden},
+        "settings": {
+            "task": task.name,
+            "quick": args.quick,
+            "device": str(device),
+            "hidden_sizes": networks.hidden_sizes,  # actor and Q_r
+            "cost_hidden_sizes": networks.cost_hidden_sizes,  # Q_c
+        },
     }
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "rollout": lambda: bench_rollout(env, actor, device, sizes),
         "eval": lambda: bench_eval(env, actor, task, device, sizes),
-        "update": lambda: bench_updates(task, obs_dim, act_dim, hidden, device, sizes),
-        "offline": lambda: bench_offline(task, obs_dim, act_dim, hidden, device, sizes),
+        "update": lambda: bench_updates(task, obs_dim, act_dim, networks, device, sizes),
+        "offline": lambda: bench_offline(task, obs_dim, act_dim, networks, device, sizes),
         "collect": lambda: bench_collect(task, device, sizes),
         "main_command": lambda: bench_main_command(sizes),
     }

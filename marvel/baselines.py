@@ -3,11 +3,13 @@
 A baseline implements only the hooks it needs; every hook's default leaves Marvel's loop as it
 is. The hooks: the acting policy of an episode (JSRL, PEX), the source of an update's samples
 (hybrid replay), an extra actor-loss term (KL to pi_0) and a transform of the target actions
-(SO2's target noise). ``make_baselines`` builds the ones ``SACLagConfig`` switches on.
+(SO2's target noise). ``make_baselines`` builds the ones ``BaselinesConfig`` (the config's
+``baselines`` key) switches on.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,7 +19,28 @@ from marvel.nets import gaussian_kl
 from marvel.rollout import JumpStart, Policy
 
 if TYPE_CHECKING:
-    from marvel.sac_lag import SACLag, SACLagConfig
+    from marvel.sac_lag import SACLag
+
+
+@dataclass
+class BaselinesConfig:
+    """The ``baselines`` config key: the O2O baselines the released code hooks for (METHOD.md
+    section 6). Every default is off: Marvel."""
+
+    kl_to_prior: float = 0.0  # beta of a PROTO-style beta * KL(pi || pi_0) in the actor loss
+    target_noise_std: float = 0.0  # SO2: N(0, std^2) noise on target actions (SO2: 0.1)
+    target_noise_clip: float = 0.5  # the noise is clipped to +-clip (TD3/SO2 practice)
+    # Hybrid replay: the share of every minibatch drawn from the offline dataset, the rest from
+    # the online buffer (RLPD-style symmetric sampling is 0.5; 0 = pure online, Marvel).
+    offline_fraction: float = 0.0
+    # JSRL: pi_0 (frozen) acts for the first guide fraction of each episode's steps, the learner
+    # for the rest; the fraction falls linearly from this value to 0 over the finetuning
+    # iterations (JSRL's curriculum; 0 = off, Marvel). Only the learner is updated.
+    jsrl_initial_fraction: float = 0.0
+    # PEX, policy expansion: each step samples a0 ~ pi_0 (frozen) and a ~ pi and acts with a0
+    # with probability softmax(Q_r(s, .) / pex_temperature)[a0] (min over Q_r heads).
+    pex: bool = False
+    pex_temperature: float = 1.0  # PEX's default
 
 
 class Baseline:
@@ -187,7 +210,7 @@ class PEX(Baseline):
 
 
 def make_baselines(
-    cfg: SACLagConfig, offline: ReplayBuffer | None = None, total_iterations: int = 1
+    cfg: BaselinesConfig, offline: ReplayBuffer | None = None, total_iterations: int = 1
 ) -> list[Baseline]:
     """The baselines ``cfg`` switches on (none: Marvel). ``offline``: the offline dataset that
     hybrid replay samples; ``total_iterations``: the budget JSRL's curriculum spans."""

@@ -21,7 +21,7 @@ from marvel.fsutil import json_digest, sha256_file
 from marvel.start import Pretrained
 
 DATASET_FORMAT = 5
-PRETRAINED_FORMAT = 7
+PRETRAINED_FORMAT = 8
 
 
 def cache_dir(cfg: DictConfig, kind: str) -> Path:
@@ -72,7 +72,7 @@ def pretrained_spec(cfg: DictConfig, task: TaskSpec, dataset_sha256: str) -> dic
         "algo": algo,
         "config": asdict(OmegaConf.to_object(cfg.offline[algo])),
         "steps": cfg.offline.steps,
-        "sizes": asdict(OmegaConf.to_object(cfg.finetune).sizes),
+        "sizes": asdict(OmegaConf.to_object(cfg.env.networks)),
         "cost_limit": task.cost_limit,
         "dataset_sha256": dataset_sha256,
         "seed": cfg.offline.seed,

@@ -15,7 +15,7 @@ from marvel.errors import CheckpointError
 from marvel.fsutil import atomic_write
 from marvel.nets import SquashedGaussianActor
 
-FORMAT = "marvel-checkpoint/1"
+FORMAT = "marvel-checkpoint/2"
 LAST = "last.pt"
 
 
@@ -46,7 +46,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{file} is not a loadable marvel checkpoint ({first_line}); "
             "it may be truncated or from another program"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    written = state.get("format") if isinstance(state, dict) else None
+    if isinstance(written, str) and written.startswith("marvel-checkpoint/") and written != FORMAT:
+        raise CheckpointError(
+            f"{file} was written by another version of marvel (format {written}; this one reads "
+            f"{FORMAT}); use that version, or run again (resume=never in its run dir)"
+        )
+    if written != FORMAT:
         raise CheckpointError(f"{file} is not a marvel checkpoint (expected format {FORMAT})")
     return state
 
@@ -97,7 +103,7 @@ def load_policy(
             hidden_sizes = state["spec"]["sizes"]["hidden_sizes"]
             actor_state = state["learner"]["actor"]
         else:
-            hidden_sizes = state["agent_config"]["hidden_sizes"]
+            hidden_sizes = state["sizes"]["hidden_sizes"]
             actor_state = state["learner"]["agent"]["actor"]
         actor = SquashedGaussianActor(obs_dim, act_dim, hidden_sizes)
         actor.load_state_dict(actor_state)

@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from marvel.baselines import BaselinesConfig
 from marvel.data.dsrl_files import DEFAULT_HF_REPO, DEFAULT_MIRRORS
 from marvel.errors import ConfigError
 from marvel.lagrange import CONTROLLERS, ControllerConfig
@@ -23,6 +24,7 @@ from marvel.offline.bcql import BCQLConfig
 from marvel.offline.bearl import BEARLConfig
 from marvel.offline.cpq import CPQConfig
 from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLagConfig
+from marvel.start import NetworkSizes
 from marvel.vpa import VPA_STARTS, VPAConfig
 
 STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
@@ -48,8 +50,7 @@ class TaskFinetuneConfig:
 class EnvConfig:
     name: str = MISSING
     cost_limit: float = 20.0  # episodic, undiscounted cost limit d
-    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # actor and Q_r
-    cost_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])  # Q_c
+    networks: NetworkSizes = field(default_factory=NetworkSizes)  # pi, Q_r, Q_c of both phases
     # The hand-found good lambda_0 of the paper's Figure 2 (dual ascent), used by
     # pid.lambda_init=figure2 (the init_lambda sweep); the paper gives BallCircle and CarRun.
     figure2_lambda_init: float | None = None
@@ -80,10 +81,9 @@ class CollectConfig:
     curriculum_end: float = 0.9
     action_noise_max: float = 0.3
     lambda_lr: float = 5e-3
+    networks: NetworkSizes = field(default_factory=lambda: NetworkSizes([128, 128], [128, 128]))
     agent: SACLagConfig = field(
         default_factory=lambda: SACLagConfig(
-            hidden_sizes=[128, 128],
-            cost_hidden_sizes=[128, 128],
             actor_lr=5e-4,
             critic_reward_lr=1e-3,
             critic_cost_lr=1e-3,
@@ -170,6 +170,7 @@ class MarvelConfig:
     vpa: VPAConfig = field(default_factory=VPAConfig)
     pid: ControllerConfig = field(default_factory=ControllerConfig)
     finetune: SACLagConfig = field(default_factory=SACLagConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)  # all off: Marvel
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -238,29 +239,30 @@ def validate(cfg: Any) -> None:
     )
     _check(cfg.stage in STAGES, "stage", f"got {cfg.stage!r}; valid: {', '.join(STAGES)}")
     _check(cfg.resume in RESUME, "resume", f"got {cfg.resume!r}; valid: {', '.join(RESUME)}")
+    baselines = cfg.baselines
     _check(
-        0 <= cfg.finetune.offline_fraction < 1,
-        "finetune.offline_fraction",
-        f"must be in [0, 1), got {cfg.finetune.offline_fraction}",
+        0 <= baselines.offline_fraction < 1,
+        "baselines.offline_fraction",
+        f"must be in [0, 1), got {baselines.offline_fraction}",
     )
     _check(
-        0 <= cfg.finetune.jsrl_initial_fraction <= 1,
-        "finetune.jsrl_initial_fraction",
-        f"must be in [0, 1], got {cfg.finetune.jsrl_initial_fraction}",
+        0 <= baselines.jsrl_initial_fraction <= 1,
+        "baselines.jsrl_initial_fraction",
+        f"must be in [0, 1], got {baselines.jsrl_initial_fraction}",
     )
     _check(
-        cfg.finetune.jsrl_initial_fraction == 0 or cfg.offline.algo != "none",
-        "finetune.jsrl_initial_fraction",
+        baselines.jsrl_initial_fraction == 0 or cfg.offline.algo != "none",
+        "baselines.jsrl_initial_fraction",
         "JSRL's guide is the pretrained pi_0: set offline=cpq (or bearl, bcql)",
     )
     _check(
-        not cfg.finetune.pex or (cfg.offline.algo != "none" and cfg.finetune.pex_temperature > 0),
-        "finetune.pex",
+        not baselines.pex or (cfg.offline.algo != "none" and baselines.pex_temperature > 0),
+        "baselines.pex",
         "PEX expands the pretrained pi_0 (set offline=cpq, bearl or bcql) with a temperature > 0",
     )
     _check(
-        not (cfg.finetune.pex and cfg.finetune.jsrl_initial_fraction > 0),
-        "finetune.pex",
+        not (baselines.pex and baselines.jsrl_initial_fraction > 0),
+        "baselines.pex",
         "PEX and JSRL are separate baselines: enable one of them",
     )
     _check(cfg.eval_envs >= 1, "eval_envs", f"must be >= 1, got {cfg.eval_envs}")

@@ -80,7 +80,7 @@ def finetune_stages(ctx: RunContext, build: bool) -> dict[str, Any]:
     else:  # everything before finetuning is in the checkpoint
         summary, lambda_0 = resume["progress"]["summary"], resume["progress"]["lambda_init"]
     replay = None
-    if cfg.finetune.offline_fraction > 0:  # hybrid replay samples the offline data online
+    if cfg.baselines.offline_fraction > 0:  # hybrid replay samples the offline data online
         replay = dataset if dataset is not None else prepare_dataset(ctx, build=build)
     result = finetune(ctx, agent, env, lambda_0, summary, replay)
     env.close()

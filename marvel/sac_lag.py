@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -39,9 +39,6 @@ LAMBDA_UPDATE_EVERY = ("update", "minibatch", "iteration")
 class SACLagConfig:
     """SAC-Lag hyperparameters and its iteration schedule (METHOD.md sections 2 and 4)."""
 
-    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # actor and Q_r
-    cost_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])  # Q_c
-    num_reward_critics: int = 2
     actor_lr: float = 5e-5
     critic_reward_lr: float = 5e-3
     critic_cost_lr: float = 5e-3
@@ -65,42 +62,28 @@ class SACLagConfig:
     # From a pretrained start: reuse the actor's optimizer state (the released code does; the
     # critics' is not reused) with the learning rate reset to actor_lr (METHOD.md section 4).
     reuse_actor_optimizer: bool = True
-    # O2O baselines the released code hooks for (METHOD.md section 6); 0 = off (Marvel):
-    kl_to_prior: float = 0.0  # beta of a PROTO-style beta * KL(pi || pi_0) in the actor loss
-    target_noise_std: float = 0.0  # SO2: N(0, std^2) noise on target actions (SO2: 0.1)
-    target_noise_clip: float = 0.5  # the noise is clipped to +-clip (TD3/SO2 practice)
-    # Hybrid replay: the share of every minibatch drawn from the offline dataset, the rest from
-    # the online buffer (RLPD-style symmetric sampling is 0.5; 0 = pure online, Marvel).
-    offline_fraction: float = 0.0
-    # JSRL: pi_0 (frozen) acts for the first guide fraction of each episode's steps, the learner
-    # for the rest; the fraction falls linearly from this value to 0 over the finetuning
-    # iterations (JSRL's curriculum; 0 = off, Marvel). Only the learner is updated.
-    jsrl_initial_fraction: float = 0.0
-    # PEX, policy expansion: each step samples a0 ~ pi_0 (frozen) and a ~ pi and acts with a0
-    # with probability softmax(Q_r(s, .) / pex_temperature)[a0] (min over Q_r heads).
-    pex: bool = False
-    pex_temperature: float = 1.0  # PEX's default
     # When lambda <- controller.update(J_c) runs: per minibatch (the released code, whose gains
     # and dual rates were tuned at that cadence), per update, or once per iteration.
     lambda_update_every: str = "minibatch"
     buffer_capacity: int = 1_000_000
 
-    @property
-    def sizes(self) -> NetworkSizes:
-        """The networks' sizes, shared with pretraining (``marvel.start``)."""
-        return NetworkSizes(
-            list(self.hidden_sizes), list(self.cost_hidden_sizes), self.num_reward_critics
-        )
-
 
 class SACLag:
     """Actor, reward-critic ensemble Q_r (min over heads), cost critic Q_c and their targets."""
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: SACLagConfig, device: torch.device):
-        self.cfg, self.device = cfg, device
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        cfg: SACLagConfig,
+        sizes: NetworkSizes,
+        device: torch.device,
+    ) -> None:
+        """``sizes``: the networks' sizes (finetuning: ``env.networks``, the pretrained start's)."""
+        self.cfg, self.sizes, self.device = cfg, sizes, device
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.actor, self.reward_critic, self.cost_critic = build_networks(
-            obs_dim, act_dim, cfg.sizes, device
+            obs_dim, act_dim, sizes, device
         )
         self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
@@ -139,7 +122,9 @@ class SACLag:
     def reset_critics(self) -> None:
         """Freshly initialised Q_r, Q_c, their targets and optimizers (VPA's ``start=fresh``)."""
         cfg = self.cfg
-        fresh_reward, fresh_cost = build_critics(self.obs_dim, self.act_dim, cfg.sizes, self.device)
+        fresh_reward, fresh_cost = build_critics(
+            self.obs_dim, self.act_dim, self.sizes, self.device
+        )
         for critic, target, fresh in (
             (self.reward_critic, self.reward_critic_target, fresh_reward),
             (self.cost_critic, self.cost_critic_target, fresh_cost),

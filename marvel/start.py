@@ -5,7 +5,7 @@ builder for both phases makes the offline -> online transfer a strict load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -15,7 +15,8 @@ from marvel.nets import CriticEnsemble, SquashedGaussianActor
 
 @dataclass
 class NetworkSizes:
-    """The hidden sizes of pi, Q_r and Q_c, one set for both phases (conf/env/<task>.yaml)."""
+    """The hidden sizes of pi, Q_r and Q_c, one set for both phases (``env.networks`` in
+    conf/env/<task>.yaml; the collecting agent's: ``data.collect.networks``)."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # actor and Q_r
     cost_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])  # Q_c
@@ -61,11 +62,7 @@ class Pretrained:
             "cost_critic": self.cost_critic.state_dict(),
             "actor_optimizer": self.actor_optimizer,
             "lagrange_multiplier": self.lagrange_multiplier,
-            "sizes": {
-                "hidden_sizes": list(self.sizes.hidden_sizes),
-                "cost_hidden_sizes": list(self.sizes.cost_hidden_sizes),
-                "num_reward_critics": self.sizes.num_reward_critics,
-            },
+            "sizes": asdict(self.sizes),
             "config": self.config,
             "metrics": self.metrics,
         }

@@ -84,14 +84,8 @@ def assert_transfers_to_sac_lag(pretrained, obs, act) -> None:
     assert restored.metrics == pretrained.metrics
     assert restored.lagrange_multiplier == pretrained.lagrange_multiplier
 
-    sizes = pretrained.sizes
-    cfg = SACLagConfig(
-        hidden_sizes=sizes.hidden_sizes,
-        cost_hidden_sizes=sizes.cost_hidden_sizes,
-        num_reward_critics=sizes.num_reward_critics,
-        actor_lr=1.234e-5,
-    )
-    agent = SACLag(obs_dim, act_dim, cfg, torch.device("cpu"))
+    cfg = SACLagConfig(actor_lr=1.234e-5)
+    agent = SACLag(obs_dim, act_dim, cfg, pretrained.sizes, torch.device("cpu"))
     agent.load_pretrained(restored)
     assert all(g["lr"] == 1.234e-5 for g in agent.actor_optimizer.param_groups)
     with torch.no_grad():

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from marvel.baselines import make_baselines
 from marvel.config import register_configs, validate
 from marvel.envs import CUSTOM, TASKS
 from marvel.errors import ConfigError
@@ -61,7 +62,9 @@ def test_defaults_follow_method() -> None:
     assert scratch.offline.algo == "none" and not scratch.vpa.enabled
     assert scratch.pid.name == "dual" and scratch.pid.lr == 1e-4
     assert cfg.budget.online_iterations == 100
-    assert compose_config("env=DroneRun").finetune.hidden_sizes == [256, 256, 256]
+    drone = compose_config("env=DroneRun").env.networks
+    assert drone.hidden_sizes == [256, 256, 256] and drone.num_reward_critics == 2
+    assert make_baselines(OmegaConf.to_object(cfg.baselines)) == []  # Marvel: no baseline on
 
 
 def test_misspelt_key_fails() -> None:
@@ -91,7 +94,7 @@ def test_unknown_option_lists_valid_ones() -> None:
         ("stage=train", "stage"),
         ("stage=evaluate", "checkpoint"),
         ("data.source=web", "data.source"),
-        ("finetune.offline_fraction=1", "finetune.offline_fraction"),
+        ("baselines.offline_fraction=1", "baselines.offline_fraction"),
         ("resume=sometimes", "resume"),
         ("eval_envs=0", "eval_envs"),
         ("+finetune.actr_lr=1", "finetune.actr_lr: not a setting"),  # Hydra's hint, followed
@@ -108,12 +111,12 @@ def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        ("experiment=from_scratch", "finetune.jsrl_initial_fraction=0.5"),
-        ("experiment=from_scratch", "finetune.pex=true"),
-        ("experiment=jsrl", "finetune.pex=true"),
+        ("experiment=from_scratch", "baselines.jsrl_initial_fraction=0.5"),
+        ("experiment=from_scratch", "baselines.pex=true"),
+        ("experiment=jsrl", "baselines.pex=true"),
     ],
 )
 def test_jsrl_and_pex_need_one_pretrained_start(overrides: tuple[str, ...]) -> None:
     """Both act with pi_0, so they need a pretrained start; they are separate baselines."""
-    with pytest.raises(ConfigError, match="jsrl_initial_fraction|finetune.pex"):
+    with pytest.raises(ConfigError, match="baselines.jsrl_initial_fraction|baselines.pex"):
         validate(compose_config(*overrides))

@@ -13,7 +13,7 @@ import torch
 
 from marvel import pipeline
 from marvel.checkpoint import FORMAT, load_checkpoint
-from marvel.errors import NumericalFault
+from marvel.errors import CheckpointError, NumericalFault
 from marvel.fsutil import locked
 from marvel.sac_lag import OnlineLearner
 from tests.helpers import (
@@ -97,6 +97,17 @@ def test_checkpoint_with_a_pickled_object_is_refused(tmp_path: Path) -> None:
     )
     assert_clean_error(proc, "not a loadable marvel checkpoint")
     assert not marker.exists()
+
+
+def test_checkpoint_of_another_format_names_both_formats(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "old.pt"
+    torch.save({"format": "marvel-checkpoint/0", "kind": "sac_lag"}, checkpoint)
+    with pytest.raises(CheckpointError, match="another version of marvel") as refused:
+        load_checkpoint(checkpoint)
+    assert "marvel-checkpoint/0" in str(refused.value) and FORMAT in str(refused.value)
+    torch.save({"format": "something-else/1"}, checkpoint)
+    with pytest.raises(CheckpointError, match="not a marvel checkpoint"):
+        load_checkpoint(checkpoint)
 
 
 def test_a_secret_in_the_environment_reaches_no_output(tmp_path: Path) -> None:

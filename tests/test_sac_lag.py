@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from marvel.baselines import JumpStartRL, PolicyExpansion, make_baselines
+from marvel.baselines import BaselinesConfig, JumpStartRL, PolicyExpansion, make_baselines
+from marvel.checkpoint import load_policy, save_checkpoint
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.diagnostics import rollout_diagnostics
@@ -20,14 +22,20 @@ from marvel.lagrange import DualAscent
 from marvel.nets import gaussian_kl
 from marvel.rollout import JumpStart
 from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
+from marvel.start import NetworkSizes
 from tests.helpers import random_batch
 
 CPU = torch.device("cpu")
+SMALL = NetworkSizes([32, 32], [32, 32, 32])
 
 
 def small_config(**overrides) -> SACLagConfig:
-    base = dict(hidden_sizes=[32, 32], cost_hidden_sizes=[32, 32, 32], alpha=0.2)
-    return SACLagConfig(**{**base, **overrides})
+    return SACLagConfig(**{"alpha": 0.2, **overrides})
+
+
+def small_agent(**overrides) -> SACLag:
+    """SAC-Lag on 5-d states and 2-d actions with ``SMALL`` networks."""
+    return SACLag(5, 2, small_config(**overrides), SMALL, CPU)
 
 
 @pytest.mark.parametrize("actor_uses_target_critics", [False, True])
@@ -40,7 +48,7 @@ def test_losses_match_method_equations(actor_uses_target_critics: bool) -> None:
         gamma=0.9,
         actor_uses_target_critics=actor_uses_target_critics,
     )
-    agent = SACLag(5, 2, cfg, CPU)
+    agent = SACLag(5, 2, cfg, SMALL, CPU)
     with torch.no_grad():  # make the targets differ from the online critics
         for p in agent.reward_critic_target.parameters():
             p.add_(0.05)
@@ -84,7 +92,7 @@ def test_losses_match_method_equations(actor_uses_target_critics: bool) -> None:
 
 def test_auto_alpha_moves_towards_target_entropy() -> None:
     torch.manual_seed(0)
-    agent = SACLag(5, 2, small_config(auto_alpha=True, alpha_lr=0.1, target_entropy=100.0), CPU)
+    agent = small_agent(auto_alpha=True, alpha_lr=0.1, target_entropy=100.0)
     alpha0 = float(agent.alpha)
     for _ in range(5):
         agent.update(random_batch(), 0.0)
@@ -92,20 +100,34 @@ def test_auto_alpha_moves_towards_target_entropy() -> None:
 
 
 def test_state_dict_round_trip_is_strict() -> None:
-    a, b = SACLag(5, 2, small_config(), CPU), SACLag(5, 2, small_config(), CPU)
+    a, b = small_agent(), small_agent()
     b.load_state_dict(a.state_dict())
     for p, q in zip(a.actor.parameters(), b.actor.parameters(), strict=True):
         torch.testing.assert_close(p, q)
-    wider = SACLag(5, 2, small_config(hidden_sizes=[64, 64]), CPU)
+    wider = SACLag(5, 2, small_config(), NetworkSizes([64, 64], SMALL.cost_hidden_sizes), CPU)
     with pytest.raises(RuntimeError, match="size mismatch"):
         wider.load_state_dict(a.state_dict())
 
 
-def make_learner(seed: int, cfg: SACLagConfig) -> tuple[OnlineLearner, SACLag]:
+def test_load_policy_rebuilds_the_actor_at_the_recorded_sizes(tmp_path: Path) -> None:
+    """A finetuning checkpoint records the networks' sizes beside the learner's state."""
+    torch.manual_seed(0)
+    agent = SACLag(5, 2, small_config(), NetworkSizes([16], [8, 8], 3), CPU)
+    state = {"kind": "sac_lag", "dims": [5, 2], "sizes": dataclasses.asdict(agent.sizes)}
+    save_checkpoint(tmp_path / "last.pt", {**state, "learner": {"agent": agent.state_dict()}})
+    actor, meta = load_policy(tmp_path / "last.pt")
+    obs = torch.randn(3, 5)
+    assert meta["kind"] == "sac_lag"
+    assert torch.equal(actor.act(obs, True), agent.actor.act(obs, True))
+
+
+def make_learner(
+    seed: int, cfg: SACLagConfig, sizes: NetworkSizes = SMALL
+) -> tuple[OnlineLearner, SACLag]:
     torch.manual_seed(seed)
     env = make_env("BallRun")
     obs_dim, act_dim = space_dims(env)
-    agent = SACLag(obs_dim, act_dim, cfg, CPU)
+    agent = SACLag(obs_dim, act_dim, cfg, sizes, CPU)
     buffer = ReplayBuffer(obs_dim, act_dim, 100_000, CPU, seed)
     return OnlineLearner(agent, DualAscent(20.0, 1e-2), env, buffer, seed), agent
 
@@ -124,8 +146,9 @@ def test_same_seed_same_numbers() -> None:
 def test_learns_on_ballrun() -> None:
     """FSRL-style learning test: a short SAC-Lag run (the collector's recipe, one episode then
     100 updates per iteration) clearly beats the untrained policy."""
-    cfg = dataclasses.replace(CollectConfig().agent, updates_per_iteration=100)
-    learner, agent = make_learner(0, cfg)
+    collect = CollectConfig()
+    cfg = dataclasses.replace(collect.agent, updates_per_iteration=100)
+    learner, agent = make_learner(0, cfg, collect.networks)
     task, eval_envs = task_spec("BallRun"), make_eval_envs("BallRun")
     before = evaluate(agent.actor, eval_envs, task, 2, 0, CPU)
     for _ in range(12):
@@ -140,8 +163,8 @@ def test_kl_to_prior_keeps_the_actor_near_pi_0() -> None:
 
     def drift(kl_to_prior: float) -> float:
         torch.manual_seed(0)
-        cfg = small_config(actor_lr=1e-2, kl_to_prior=kl_to_prior)
-        agent, baselines = SACLag(5, 2, cfg, CPU), make_baselines(cfg)
+        agent = small_agent(actor_lr=1e-2)
+        baselines = make_baselines(BaselinesConfig(kl_to_prior=kl_to_prior))
         prior = copy.deepcopy(agent.actor)
         for _ in range(30):
             losses = agent.update(random_batch(), 0.0, baselines)
@@ -155,10 +178,10 @@ def test_kl_to_prior_keeps_the_actor_near_pi_0() -> None:
 def test_target_noise_changes_targets_only_when_on() -> None:
     def critic_loss(std: float) -> float:
         torch.manual_seed(0)
-        cfg = small_config(target_noise_std=std)
-        agent = SACLag(5, 2, cfg, CPU)
+        agent = small_agent()
+        baselines = make_baselines(BaselinesConfig(target_noise_std=std))
         torch.manual_seed(1)
-        losses = agent.critic_update(random_batch(), 0.2, 0.0, make_baselines(cfg))
+        losses = agent.critic_update(random_batch(), 0.2, 0.0, baselines)
         return losses["loss/critic_reward"].item()
 
     assert critic_loss(0.0) == critic_loss(0.0)
@@ -187,14 +210,17 @@ def filled_buffer(reward: float, size: int = 500, seed: int = 0) -> ReplayBuffer
 def test_hybrid_replay_batch_composition(fraction: float) -> None:
     """Every minibatch holds round(fraction * minibatch_size) offline transitions (tagged by
     reward -1) after its online ones (reward +1)."""
-    cfg = small_config(offline_fraction=fraction, batch_size=256, minibatch_size=64)
+    cfg = small_config(batch_size=256, minibatch_size=64)
+    baselines = make_baselines(
+        BaselinesConfig(offline_fraction=fraction), offline=filled_buffer(-1.0, seed=1)
+    )
     learner = OnlineLearner(
-        SACLag(5, 2, cfg, CPU),
+        SACLag(5, 2, cfg, SMALL, CPU),
         DualAscent(20.0, 1e-2),
         make_env("BallRun"),
         filled_buffer(1.0),
         seed=0,
-        baselines=make_baselines(cfg, offline=filled_buffer(-1.0, seed=1)),
+        baselines=baselines,
     )
     batch = learner.sample_batch()
     assert all(v.shape[0] == 256 for v in batch.values())
@@ -213,7 +239,7 @@ def test_fused_schedule_steps_once_on_the_samples_the_paper_schedule_splits() ->
     for minibatch in (64, 256):
         cfg = small_config(batch_size=256, minibatch_size=minibatch, updates_per_iteration=3)
         torch.manual_seed(0)
-        agent = SACLag(5, 2, cfg, CPU)
+        agent = SACLag(5, 2, cfg, SMALL, CPU)
         learners[minibatch] = OnlineLearner(
             agent, DualAscent(20.0, 0.0), make_env("BallRun"), filled_buffer(1.0), seed=0
         )
@@ -236,7 +262,7 @@ def test_fused_schedule_steps_once_on_the_samples_the_paper_schedule_splits() ->
             assert torch.equal(torch.cat([mb[key] for mb in paper[4 * u : 4 * u + 4]]), value)
 
     torch.manual_seed(0)  # the reference: the same initial agent, SACLag.update on the batches
-    reference = SACLag(5, 2, learners[256].agent.cfg, CPU)
+    reference = SACLag(5, 2, learners[256].agent.cfg, SMALL, CPU)
     torch.manual_seed(1)
     for batch in fused:
         reference.update(batch, 0.0)
@@ -248,7 +274,7 @@ def test_fused_schedule_steps_once_on_the_samples_the_paper_schedule_splits() ->
 
 def test_hybrid_replay_needs_the_offline_data() -> None:
     with pytest.raises(ValueError, match="needs the offline dataset"):
-        make_baselines(small_config(offline_fraction=0.5))
+        make_baselines(BaselinesConfig(offline_fraction=0.5))
 
 
 class ConstantPolicy:
@@ -270,12 +296,12 @@ def test_jump_start_hands_over_after_the_guide_steps() -> None:
 def test_jsrl_guide_fraction_follows_its_schedule() -> None:
     """The guide share falls linearly from 1 to 0 over the budget, and pi_0 acts for exactly
     round(share * episode length) steps of each episode."""
-    cfg = small_config(jsrl_initial_fraction=1.0, episodes_per_iteration=2, updates_per_iteration=1)
+    cfg = small_config(episodes_per_iteration=2, updates_per_iteration=1)
     env = make_env("BallCircle")
     obs_dim, act_dim = space_dims(env)
     buffer = ReplayBuffer(obs_dim, act_dim, 10_000, CPU, 0)
-    agent = SACLag(obs_dim, act_dim, cfg, CPU)
-    baselines = make_baselines(cfg, total_iterations=4)
+    agent = SACLag(obs_dim, act_dim, cfg, SMALL, CPU)
+    baselines = make_baselines(BaselinesConfig(jsrl_initial_fraction=1.0), total_iterations=4)
     learner = OnlineLearner(agent, DualAscent(20.0, 1e-2), env, buffer, 0, baselines)
     length = env.spec.max_episode_steps
     rows = [learner.iteration_step() for _ in range(4)]
@@ -289,11 +315,10 @@ def test_jsrl_guide_fraction_follows_its_schedule() -> None:
 
 def test_prior_actor_travels_with_the_agent_state() -> None:
     """KL-to-prior and JSRL read pi_0: a resumed agent must get it back, not its own start."""
-    cfg = small_config(kl_to_prior=0.1)
     torch.manual_seed(0)
-    original = SACLag(5, 2, cfg, CPU)
+    original = small_agent()
     torch.manual_seed(1)
-    resumed = SACLag(5, 2, cfg, CPU)
+    resumed = small_agent()
     resumed.load_state_dict(original.state_dict())
     obs = torch.randn(4, 5)
     assert torch.equal(resumed.prior_actor.act(obs, True), original.prior_actor.act(obs, True))
@@ -303,7 +328,7 @@ def test_pex_choice_probabilities_are_the_softmax_of_reward_values() -> None:
     """On a fixed state, PEX picks pi_0's action with probability
     exp(Q0 / T) / (exp(Q0 / T) + exp(Q1 / T)), Q = min over the reward heads."""
     torch.manual_seed(0)
-    agent = SACLag(5, 2, small_config(pex=True, pex_temperature=0.5), CPU)
+    agent = small_agent()
     obs = torch.randn(1, 5)
     prior_act, act = torch.tensor([[0.5, -0.5]]), torch.tensor([[-0.2, 0.9]])
     expansion = PolicyExpansion(agent, temperature=0.5)
@@ -319,7 +344,7 @@ def test_pex_choice_probabilities_are_the_softmax_of_reward_values() -> None:
 def test_pex_acts_with_the_chosen_policy_and_counts_it() -> None:
     """Near-greedy (temperature 1e-6), PEX acts with whichever action Q_r values more."""
     torch.manual_seed(0)
-    agent = SACLag(5, 2, small_config(pex=True), CPU)
+    agent = small_agent()
     with torch.no_grad():  # pi moves away from pi_0, so the two propose different actions
         for param in agent.actor.parameters():
             param.add_(0.5 * torch.randn_like(param))
@@ -347,7 +372,7 @@ def test_lambda_cadence(every: str, steps: int) -> None:
         lambda_update_every=every, updates_per_iteration=3, batch_size=256, minibatch_size=64
     )
     learner = OnlineLearner(
-        SACLag(5, 2, cfg, CPU),
+        SACLag(5, 2, cfg, SMALL, CPU),
         DualAscent(0.0, lr=1.0, optimizer="sgd"),
         None,
         filled_buffer(0.0),
@@ -386,7 +411,7 @@ def test_rollout_diagnostics() -> None:
 
 def test_reset_critics_gives_fresh_critics_equal_to_their_targets() -> None:
     torch.manual_seed(0)
-    agent = SACLag(5, 2, small_config(), CPU)
+    agent = small_agent()
     before = copy.deepcopy(agent.cost_critic.state_dict())
     agent.update(random_batch(), 0.0)
     agent.reset_critics()

@@ -14,6 +14,7 @@ from marvel.data.buffer import ReplayBuffer
 from marvel.envs import make_env, space_dims
 from marvel.rollout import discounted_to_go, episode_seed, run_episode
 from marvel.sac_lag import SACLag, SACLagConfig
+from marvel.start import NetworkSizes
 from marvel.vpa import VPAConfig, align, critic_diagnostic, diagnostic_sample, spearman
 
 CPU = torch.device("cpu")
@@ -34,8 +35,8 @@ def test_vpa_cost_target_carries_the_entropy_term() -> None:
     """With alpha_c^VPA > 0 and zero costs the cost critic learns -alpha_c E[log pi_0]-like
     values > 0, i.e. it is pessimistic where pi_0 is uncertain (METHOD.md section 3)."""
     torch.manual_seed(0)
-    cfg = SACLagConfig(hidden_sizes=[32, 32], cost_hidden_sizes=[32, 32], critic_cost_lr=1e-2)
-    agent = SACLag(4, 2, cfg, CPU)
+    cfg = SACLagConfig(critic_cost_lr=1e-2)
+    agent = SACLag(4, 2, cfg, NetworkSizes([32, 32], [32, 32]), CPU)
     buffer = ReplayBuffer(4, 2, 512, CPU)
     g = torch.Generator().manual_seed(0)
     n = 512
@@ -64,10 +65,8 @@ def test_vpa_raises_the_papers_diagnostic() -> None:
     torch.manual_seed(0)
     env = make_env("BallCircle")
     obs_dim, act_dim = space_dims(env)
-    cfg = SACLagConfig(
-        hidden_sizes=[64, 64], cost_hidden_sizes=[64, 64], gamma=0.9, critic_reward_lr=1e-3
-    )
-    agent = SACLag(obs_dim, act_dim, cfg, CPU)
+    cfg = SACLagConfig(gamma=0.9, critic_reward_lr=1e-3)
+    agent = SACLag(obs_dim, act_dim, cfg, NetworkSizes([64, 64], [64, 64]), CPU)
     episodes = [run_episode(env, agent.actor, CPU, seed=episode_seed(1, i)) for i in range(20)]
     offline = ReplayBuffer(obs_dim, act_dim, 20 * 200, CPU)
     for episode in episodes:

@@ -60,7 +60,7 @@ def collect_dataset(
     env = make_env(task)
     obs_dim, act_dim = space_dims(env)
     agent_cfg = cfg.agent
-    agent = SACLag(obs_dim, act_dim, agent_cfg, device)
+    agent = SACLag(obs_dim, act_dim, agent_cfg, cfg.networks, device)
     controller = DualAscent(cfg.cost_limit_start, lr=cfg.lambda_lr)
     capacity = min(agent_cfg.buffer_capacity, num_episodes * task.max_episode_steps)
     buffer = ReplayBuffer(

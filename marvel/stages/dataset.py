@@ -100,7 +100,7 @@ def needs_dataset(ctx: RunContext) -> bool:
         cfg.data.path is not None
         or cfg.offline.algo != "none"
         or cfg.vpa.enabled
-        or cfg.finetune.offline_fraction > 0
+        or cfg.baselines.offline_fraction > 0
     )
 
 

@@ -29,7 +29,9 @@ def new_agent(ctx: RunContext, env: gym.Env) -> SACLag:
     """SAC-Lag with freshly initialised networks, from the run seed (the same weights whatever
     ran before it in this process)."""
     seed_everything(ctx.cfg.seed)
-    return SACLag(*space_dims(env), OmegaConf.to_object(ctx.cfg.finetune), ctx.device)
+    cfg = ctx.cfg
+    agent_cfg, sizes = OmegaConf.to_object(cfg.finetune), OmegaConf.to_object(cfg.env.networks)
+    return SACLag(*space_dims(env), agent_cfg, sizes, ctx.device)
 
 
 def finetune(
@@ -41,7 +43,7 @@ def finetune(
     offline_data: Dataset | None,
 ) -> dict[str, Any]:
     """Finetune ``agent`` for ``budget.online_iterations`` iterations with lambda starting at
-    ``lambda_init``; ``offline_data`` feeds hybrid replay (``finetune.offline_fraction``).
+    ``lambda_init``; ``offline_data`` feeds hybrid replay (``baselines.offline_fraction``).
     Returns the run's summary entries, ``start_summary`` (what the start came from) first."""
     cfg, task, device = ctx.cfg, ctx.task, ctx.device
     agent_cfg = agent.cfg
@@ -66,7 +68,7 @@ def finetune(
     buffer = ReplayBuffer(
         obs_dim, act_dim, capacity, device, cfg.seed, cfg.bootstrap_through_time_limit
     )
-    baselines = make_baselines(agent_cfg, offline, iterations)
+    baselines = make_baselines(OmegaConf.to_object(cfg.baselines), offline, iterations)
     learner = OnlineLearner(agent, controller, env, buffer, cfg.seed, baselines)
 
     def run_eval() -> EvalResult:
@@ -112,6 +114,7 @@ def finetune(
                     "dims": [obs_dim, act_dim],
                     "config_digest": config_digest(cfg),
                     "agent_config": asdict(agent_cfg),
+                    "sizes": asdict(agent.sizes),
                     "learner": learner.state_dict(),
                     "rng": rng_state(),
                     "wandb_run_id": ctx.logger.run_id,

@@ -40,7 +40,7 @@ def pretrain(
     seed_everything(cfg.offline.seed, "pretrain")
     learner = OFFLINE_ALGORITHMS[algo](
         *dims,
-        OmegaConf.to_object(cfg.finetune).sizes,
+        OmegaConf.to_object(cfg.env.networks),
         algo_cfg,
         task.cost_limit,
         task.max_episode_steps,
