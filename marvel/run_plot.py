@@ -1,7 +1,9 @@
 """One run's curves, for reading why it went where it went (``python -m marvel.analysis RUN``).
 
 Six panels against policy-gradient updates (``online/update``), from the run's local
-``metrics.jsonl``: evaluation and training reward, cost with the limit, lambda, the critics'
+``metrics.jsonl``: evaluation and training reward, cost with the limit, lambda beside a PID
+controller's gains relative to their initial values (aPID's drop to their floor K0 / 10 when the
+cost falls to about 0, and lambda then barely moves; METHOD.md section 5), the critics'
 estimates on the rollouts beside those episodes' discounted returns (``diag/*``), the two sides
 of the actor loss (min Q_r against lambda Q_c), and KL(pi || pi_0) with the policy entropy.
 """
@@ -13,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -20,7 +23,7 @@ from matplotlib.figure import Figure
 PANELS: dict[str, tuple[tuple[str, str], ...]] = {
     "normalized reward": (("eval/normalized_reward", "evaluation (deterministic)"),),
     "normalized cost": (("eval/normalized_cost", "evaluation (deterministic)"),),
-    "lambda": (("lagrange/lambda", "lambda"),),
+    "lambda; PID gains / their initial values (log, right axis)": (("lagrange/lambda", "lambda"),),
     "critics vs. returns on the rollouts": (
         ("diag/q_reward", "min Q_r"),
         ("diag/mc_reward", "discounted reward return (scaled)"),
@@ -46,6 +49,20 @@ def series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], li
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def plot_gains(ax: Axes, rows: Sequence[Mapping[str, Any]]) -> None:
+    """A PID controller's gains K / K0 on ``ax``'s right axis (nothing for dual ascent)."""
+    gains = ax.twinx()
+    for key, color in (("lagrange/kp", "tab:red"), ("lagrange/ki", "tab:green")):
+        x, y = series(rows, key)
+        if x and y[0] > 0:
+            gains.plot(x, [v / y[0] for v in y], color=color, alpha=0.6, label=key.split("/")[1])
+    if gains.lines:
+        gains.set_yscale("log")
+        gains.legend(fontsize="small", loc="lower right")
+    else:
+        gains.remove()
+
+
 def plot_run(run_dir: Path, path: Path) -> Path:
     """Draw ``run_dir``'s curves into ``path`` (PNG); returns it."""
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -65,6 +82,8 @@ def plot_run(run_dir: Path, path: Path) -> Path:
             x, y = series(rows, "diag/entropy")
             if x:
                 ax.twinx().plot(x, y, color="tab:orange", label="entropy")
+        if title.startswith("lambda"):
+            plot_gains(ax, rows)
         if title == "normalized cost":
             x, y = series(rows, "train/episode_cost")
             if x:

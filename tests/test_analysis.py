@@ -316,7 +316,8 @@ def test_one_run_dir_draws_its_own_curves(multirun: Path, tmp_path: Path) -> Non
     (every panel's keys are in the run's rows), into the run dir or --out."""
     run_dir = next(d for d in run_dirs(multirun) if read_summary(d)["experiment"] == "marvel")
     rows = read_metrics(run_dir)
-    for key in ("diag/q_reward", "diag/mc_cost", "diag/lambda_q_cost", "diag/kl_to_pi0"):
+    panel_keys = ("diag/q_reward", "diag/mc_cost", "diag/lambda_q_cost", "diag/kl_to_pi0")
+    for key in (*panel_keys, "lagrange/kp", "lagrange/ki"):  # aPID's gains beside lambda
         assert any(key in row for row in rows), key
     proc = run_analysis(str(run_dir), "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
