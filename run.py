@@ -10,9 +10,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from marvel import numerics
 from marvel.errors import MarvelError
 
-try:  # an unusable DSRL_DATASET_DIR stops the imports: one line, even for --help
+try:  # one line, even for --help: a bad numerics= (fixed before numpy and torch load:
+    # marvel/numerics.py), an unusable DSRL_DATASET_DIR (it stops the imports)
+    mode = numerics.from_command_line(sys.argv[1:])
+    if mode is not None:
+        numerics.select(mode)
     from marvel.config import register_configs
     from marvel.launch import (
         clear_failure,
@@ -42,7 +47,7 @@ def main(cfg: DictConfig) -> None:
         return
     # a sweep's job: a failure is recorded in its dir and the sweep goes on (LaunchChecks lists
     # the failed jobs at the end and exits non-zero)
-    if cfg.torch_threads == 0:  # 0 = automatic: a fair share of the CPUs per parallel job
+    if cfg.torch_threads == 0 and cfg.numerics == "native":  # a fair share of the CPUs per job
         cfg.torch_threads = torch_threads_for_job(hydra_cfg.launcher)
     clear_failure(run_dir)
     try:

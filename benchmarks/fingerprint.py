@@ -1,14 +1,21 @@
-"""Fingerprints of a fixed-seed smoke run of every preset, to show that a change of code is
-not a change of behaviour.
+"""Fingerprints of fixed-seed runs, to show that a change of code is not a change of numbers,
+and that a CPU or a core count is not either.
 
     python benchmarks/fingerprint.py --out /tmp/before      # on the old commit
     python benchmarks/fingerprint.py --out /tmp/after       # on the new one
     python benchmarks/fingerprint.py --compare /tmp/before /tmp/after
+    python benchmarks/fingerprint.py --record-golden        # rewrite tests/golden_fingerprints.json
+    python benchmarks/fingerprint.py --digest RUN_DIR ...   # a short digest of each run's numbers
 
-Each preset runs at budget=smoke, seed 0, one torch thread, with no W&B, against a fresh cache
-(so collection and pretraining run too), followed by ``stage=evaluate`` of Marvel's run dir.
-A fingerprint is every ``metrics.jsonl`` row and the scores of ``summary.json``, without
+``--out``: each preset runs at budget=smoke, seed 0, one torch thread, with no W&B, against a
+fresh cache (so collection and pretraining run too), followed by ``stage=evaluate`` of Marvel's
+run dir. A fingerprint is every ``metrics.jsonl`` row and the scores of ``summary.json``, without
 wall-clock figures and paths; ``--compare`` lists every preset whose fingerprint differs.
+``--record-golden``: the golden test's runs (``GOLDEN_PRESETS`` on BallCircle at budget=smoke,
+seed 0, numerics=portable), whose fingerprints tests/test_golden.py compares exactly; a change
+of code meant to change numbers re-records them in the same commit and says why.
+``--digest``: the SHA-256 of each run dir's fingerprint and of its dataset, to compare a run
+across machines and core counts (benchmarks/README.md lists where they agree).
 """
 
 from __future__ import annotations
@@ -18,11 +25,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from marvel import numerics
+from marvel.fsutil import json_digest
+
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_SCORES = ("eval", "initial_eval", "online", "lagrange", "vpa", "dataset", "pretrained")
+GOLDEN = ROOT / "tests" / "golden_fingerprints.json"
+GOLDEN_PRESETS = ("marvel", "from_scratch")
+GOLDEN_OVERRIDES = ("env=BallCircle", "numerics=portable")
 
 
 def presets() -> list[str]:
@@ -79,12 +93,56 @@ def record(out: Path) -> None:
     print(f"{len(prints)} fingerprints: {out / 'fingerprints.json'}")
 
 
+def golden_fingerprints(out: Path) -> dict[str, Any]:
+    """The golden test's runs, into ``out`` (their own fresh cache), and their fingerprints."""
+    return {
+        name: fingerprint(run(out, name, [f"experiment={name}", *GOLDEN_OVERRIDES], out / "cache"))
+        for name in GOLDEN_PRESETS
+    }
+
+
+def record_golden() -> None:
+    with tempfile.TemporaryDirectory() as out:
+        prints = golden_fingerprints(Path(out))
+    golden = {"recorded_on": numerics.cpu_model(), "fingerprints": prints}
+    GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    print(f"{len(prints)} golden fingerprints: {GOLDEN}")
+
+
+def first_difference(recorded: Any, got: Any, where: str = "") -> str | None:
+    """Where ``got`` first differs from ``recorded`` (a key path and both values), or None."""
+    if isinstance(recorded, dict) and isinstance(got, dict):
+        for key in sorted(recorded.keys() | got.keys()):
+            if key not in recorded or key not in got:
+                return f"{where}[{key!r}] only in {'got' if key in got else 'recorded'}"
+            found = first_difference(recorded[key], got[key], f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(recorded, list) and isinstance(got, list):
+        for i, (a, b) in enumerate(zip(recorded, got, strict=False)):
+            found = first_difference(a, b, f"{where}[{i}]")
+            if found:
+                return found
+        if len(recorded) != len(got):
+            return f"{where}: {len(recorded)} entries recorded, {len(got)} got"
+        return None
+    return None if recorded == got else f"{where}: recorded {recorded!r}, got {got!r}"
+
+
+def digest(run_dir: Path) -> str:
+    """A run's numbers in one line: its fingerprint's and its dataset's SHA-256 (12 digits)."""
+    prints = fingerprint(run_dir)
+    dataset = (prints["scores"].get("dataset") or {}).get("sha256") or "none"
+    return f"{json_digest(prints)[:12]} dataset {dataset[:12]}"
+
+
 def compare(before: Path, after: Path) -> int:
     old = json.loads((before / "fingerprints.json").read_text())
     new = json.loads((after / "fingerprints.json").read_text())
     differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     for name in differ:
-        print(f"{name}: differs")
+        print(f"{name}: differs at {first_difference(old.get(name), new.get(name))}")
     names = old.keys() | new.keys()
     print(f"{len(names) - len(differ)} of {len(names)} identical")
     return 1 if differ else 0
@@ -95,10 +153,18 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--out", type=Path, help="run every preset here and record fingerprints")
     group.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"))
+    group.add_argument("--record-golden", action="store_true", help=f"rewrite {GOLDEN.name}")
+    group.add_argument("--digest", type=Path, nargs="+", metavar="RUN_DIR")
     args = parser.parse_args()
     if args.compare:
         sys.exit(compare(*args.compare))
-    record(args.out.resolve())
+    if args.record_golden:
+        record_golden()
+    elif args.digest:
+        for run_dir in args.digest:
+            print(f"{run_dir}: {digest(run_dir)}")
+    else:
+        record(args.out.resolve())
 
 
 if __name__ == "__main__":

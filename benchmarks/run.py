@@ -1,6 +1,11 @@
 """marvel's benchmark suite: rollout, evaluation, SAC-Lag updates, collection, the main command.
 
-    python benchmarks/run.py [--json OUT] [--quick] [--env BallCircle]
+    python benchmarks/run.py [--json OUT] [--quick] [--env BallCircle] [--numerics MODE]
+
+Every figure is measured under both CPU numerics (marvel/numerics.py), each in a process of its
+own, one after the other, and printed side by side: ``portable`` (the default: one torch thread,
+code paths every x86-64 CPU with AVX2 runs alike) and ``native`` (the CPU's fastest code, torch's
+default thread count); ``--numerics portable`` or ``native`` measures one mode alone.
 
 Each figure is set against a reference measured in the same process: marvel's rollout and
 evaluation against a bare ``obs -> torch -> actor.act -> numpy -> env.step`` loop on the same env
@@ -36,9 +41,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from marvel import numerics
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.envs import TASKS, TaskSpec, make_env, space_dims, task_spec
+from marvel.errors import MarvelError
 from marvel.evaluate import EVAL_SEED_OFFSET, evaluate, make_eval_envs
 from marvel.lagrange import DualAscent
 from marvel.launch import available_cpus
@@ -105,6 +112,12 @@ def parse_args() -> argparse.Namespace:
         "--paper",
         action="store_true",
         help="also run `python run.py env=<env> budget=paper` end to end (hours on a CPU)",
+    )
+    parser.add_argument(
+        "--numerics",
+        choices=(*numerics.MODES, "both"),
+        default="both",
+        help="measure in this numerics mode, or in both side by side (default)",
     )
     parser.add_argument(
         "--baseline",
@@ -595,7 +608,7 @@ def bench_command(overrides: list[str]) -> dict[str, Any]:
 
 
 def bench_main_command(sizes: Sizes) -> dict[str, Any]:
-    """The README's main command, ``python run.py`` (W&B off)."""
+    """The README's main command, ``python run.py`` (W&B off), in this process's numerics."""
     if not sizes.main_command:
         return {"wall_s": None, "peak_rss_mb": None}
     return bench_command([])
@@ -605,14 +618,8 @@ def bench_main_command(sizes: Sizes) -> dict[str, Any]:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [
-        line.split(":", 1)[1].strip()
-        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-        if line.startswith("model name")
-    ]
     return {
-        "cpu": models[0] if models else platform.processor(),
+        "cpu": numerics.cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -635,7 +642,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # Figures where more is better (throughputs) or less is better (time, memory); the rest (ratios
 # to a reference measured in the same run, FLOP counts) are not compared across runs.
-HIGHER_IS_BETTER = ("_per_s",)
+HIGHER_IS_BETTER = ("_per_s", "_per_s_b256")
 LOWER_IS_BETTER = ("wall_s", "peak_rss_mb", "s_per_100k_transitions")
 REGRESSION = 0.9  # slower than 0.9x the recorded figure: flagged
 
@@ -643,10 +650,11 @@ REGRESSION = 0.9  # slower than 0.9x the recorded figure: flagged
 def compare_with_baseline(results: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     """Speed-up of each throughput, time and memory figure over ``baseline`` (> 1: better),
     and the figures that regressed; empty when the baseline ran on another machine or mode."""
+    recorded_settings = {"numerics": "native", **baseline["settings"]}  # recorded before issue 28
     same = (
         baseline["machine"]["cpu"] == results["machine"]["cpu"]
         and baseline["machine"]["cores"] == results["machine"]["cores"]
-        and baseline["settings"] == results["settings"]
+        and recorded_settings == results["settings"]
     )
     if not same:
         return {"comparable": False}
@@ -691,10 +699,54 @@ def print_table(results: dict[str, Any]) -> None:
         )
 
 
-def main() -> None:
-    args = parse_args()
+PORTABLE_COST = 0.85  # portable below 0.85x native's speed: costs more than 15%
+
+
+def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure in each numerics mode (a child process each, one after the other), and
+    portable's speed relative to native's for each throughput and time (< 1: portable slower)."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in numerics.MODES:
+            out = Path(tmp) / f"{mode}.json"
+            # this command's arguments, the later --numerics and --json overriding its own
+            command = [sys.executable, __file__, *sys.argv[1:], "--numerics", mode, "--json", out]
+            print(f"[bench] numerics={mode} ...", file=sys.stderr, flush=True)
+            subprocess.run(command, check=True, env=numerics.environment(mode), stdout=sys.stderr)
+            results[mode] = json.loads(out.read_text())
+    portable, native = flatten(results["portable"]), flatten(results["native"])
+    speed = {}
+    for key, value in portable.items():
+        old = native.get(key)
+        if isinstance(value, float) and isinstance(old, float) and value > 0 and old > 0:
+            if key.endswith(HIGHER_IS_BETTER):
+                speed[key] = value / old
+            elif key.endswith(LOWER_IS_BETTER):
+                speed[key] = old / value
+    results["portable_speed"] = speed
+    return results
+
+
+def print_side_by_side(results: dict[str, Any]) -> None:
+    portable, native = flatten(results["portable"]), flatten(results["native"])
+    speed = results["portable_speed"]
+    width = max(map(len, portable))
+    print(f"{'figure':<{width}}  {'portable':>12}  {'native':>12}  portable / native speed")
+    for name, value in portable.items():
+        if name.startswith("vs_baseline"):
+            continue
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (value, native.get(name))]
+        ratio = speed.get(name)
+        flag = "  (costs > 15%)" if ratio is not None and ratio < PORTABLE_COST else ""
+        note = f"{ratio:.2f}x{flag}" if ratio is not None else ""
+        print(f"{name:<{width}}  {cells[0]:>12}  {cells[1]:>12}  {note}")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure in this process's numerics mode ``args.numerics``."""
     sizes = QUICK if args.quick else FULL
-    torch.set_num_threads(torch.get_num_threads())  # torch's default, pinned and reported
+    threads = numerics.torch_threads(args.numerics, 0)
+    torch.set_num_threads(threads or torch.get_num_threads())  # pinned and reported
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     task = task_spec(args.env)
     env_conf = OmegaConf.load(ROOT / "conf" / "env" / f"{task.name}.yaml")
@@ -710,6 +762,7 @@ def main() -> None:
             "task": task.name,
             "quick": args.quick,
             "device": str(device),
+            "numerics": args.numerics,
             "hidden_sizes": networks.hidden_sizes,  # actor and Q_r
             "cost_hidden_sizes": networks.cost_hidden_sizes,  # Q_c
         },
@@ -734,7 +787,22 @@ def main() -> None:
     baseline = args.baseline or RECORDS / f"reference_{'quick' if args.quick else 'full'}.json"
     if baseline.is_file():
         results["vs_baseline"] = compare_with_baseline(results, json.loads(baseline.read_text()))
-    print_table(results)
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    if args.numerics == "both":
+        results = side_by_side(args)
+        print_side_by_side(results)
+    else:
+        try:
+            numerics.require(args.numerics)
+        except MarvelError:  # numpy and torch loaded in another mode: again, in this one
+            environment = numerics.environment(args.numerics)
+            os.execve(sys.executable, [sys.executable, *sys.argv], environment)
+        results = measure(args)
+        print_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

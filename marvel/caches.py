@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from marvel import numerics
 from marvel.checkpoint import load_checkpoint, save_checkpoint
 from marvel.data.dsrl_files import DatasetIdentity
 from marvel.envs import TaskSpec
@@ -20,8 +21,8 @@ from marvel.errors import CheckpointError, DatasetError
 from marvel.fsutil import json_digest, sha256_file
 from marvel.start import Pretrained
 
-DATASET_FORMAT = 5
-PRETRAINED_FORMAT = 8
+DATASET_FORMAT = 6
+PRETRAINED_FORMAT = 9
 
 
 def cache_dir(cfg: DictConfig, kind: str) -> Path:
@@ -32,9 +33,10 @@ def cache_dir(cfg: DictConfig, kind: str) -> Path:
 
 
 def collected_dataset_path(cfg: DictConfig, task: TaskSpec) -> Path:
-    """Where the collected dataset of this (task, recipe, size, seed) is cached."""
+    """Where the collected dataset of this (task, recipe, size, seed, numerics) is cached."""
     spec = {
         "format": DATASET_FORMAT,
+        "numerics": numerics.identity(),
         "task": task.name,
         **({"env": [task.gym_id, task.max_episode_steps]} if task.custom else {}),
         "collect": asdict(OmegaConf.to_object(cfg.data.collect)),
@@ -64,10 +66,12 @@ def cached_dataset(path: Path) -> DatasetIdentity | None:
 
 def pretrained_spec(cfg: DictConfig, task: TaskSpec, dataset_sha256: str) -> dict[str, Any]:
     """Everything that determines a pretrained model: the task, the algorithm, its config and
-    steps, the network sizes, the cost limit, the dataset, the seed and the done flags."""
+    steps, the network sizes, the cost limit, the dataset, the seed, the done flags and the
+    numerics (marvel/numerics.py)."""
     algo = cfg.offline.algo
     return {
         "format": PRETRAINED_FORMAT,
+        "numerics": numerics.identity(),
         "task": task.name,
         "algo": algo,
         "config": asdict(OmegaConf.to_object(cfg.offline[algo])),

@@ -19,6 +19,7 @@ from marvel.baselines import BaselinesConfig
 from marvel.data.dsrl_files import DEFAULT_HF_REPO, DEFAULT_MIRRORS
 from marvel.errors import ConfigError
 from marvel.lagrange import CONTROLLERS, ControllerConfig
+from marvel.numerics import MODES as NUMERICS_MODES
 from marvel.offline import OFFLINE_ALGORITHMS
 from marvel.offline.bcql import BCQLConfig
 from marvel.offline.bearl import BEARLConfig
@@ -179,8 +180,11 @@ class MarvelConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     stage: str = "all"  # collect | pretrain | finetune | evaluate | all
     checkpoint: str | None = None  # stage=evaluate: a run dir or a .pt file
-    # 0: automatic (torch's default for a single run; a fair share of the CPUs per job under
-    # a parallel launcher: marvel.launch.torch_threads_for_job)
+    # portable: the same numbers on every x86-64 CPU with AVX2 and any core count; native: the
+    # CPU's fastest code and several threads, numbers that depend on both (marvel/numerics.py)
+    numerics: str = "portable"
+    # 0: automatic (portable: one; native: torch's default for a single run, a fair share of the
+    # CPUs per job under a parallel launcher: marvel.launch.torch_threads_for_job)
     torch_threads: int = 0
     # auto: a run dir holding a finetuning checkpoint of the same config resumes from it;
     # never: start over (the dir's metrics and checkpoint are replaced)
@@ -266,6 +270,17 @@ def validate(cfg: Any) -> None:
         "PEX and JSRL are separate baselines: enable one of them",
     )
     _check(cfg.eval_envs >= 1, "eval_envs", f"must be >= 1, got {cfg.eval_envs}")
+    _check(
+        cfg.numerics in NUMERICS_MODES,
+        "numerics",
+        f"got {cfg.numerics!r}; valid: {', '.join(NUMERICS_MODES)}",
+    )
+    _check(
+        cfg.numerics == "native" or cfg.torch_threads in (0, 1),
+        "torch_threads",
+        f"got {cfg.torch_threads}, but numerics=portable computes on one thread (another thread "
+        "count sums in another order); pass numerics=native to use more",
+    )
     _check(cfg.env.cost_limit >= 0, "env.cost_limit", f"must be >= 0, got {cfg.env.cost_limit}")
     _check(
         cfg.env.gym_id is None or cfg.data.source != "dsrl",
@@ -343,9 +358,15 @@ def validate(cfg: Any) -> None:
         f"got {cfg.logger.mode!r} (WANDB_MODE, if set, is its default); valid: offline, "
         "online, disabled",
     )
-    for key in ("online_iterations", "eval_episodes", "eval_every", "checkpoint_every"):
+    for key in ("online_iterations", "eval_every", "checkpoint_every"):
         value = cfg.budget[key]
         _check(value >= 1, f"budget.{key}", f"must be >= 1, got {value}")
+    _check(
+        cfg.budget.eval_episodes >= 2,
+        "budget.eval_episodes",
+        f"must be >= 2 (the verdict needs the cost's standard error), got "
+        f"{cfg.budget.eval_episodes}",
+    )
     _check(
         cfg.budget.collect_episodes >= 1,
         "budget.collect_episodes",

@@ -111,6 +111,7 @@ def make_logger(
         f"pid:{cfg.pid.name}",
         f"seed:{cfg.seed}",
         f"budget:{cfg.budget.name}",
+        f"numerics:{cfg.numerics}",
         *([f"sweep:{cfg.sweep}"] if cfg.sweep else []),
         *cfg.logger.tags,
     ]

@@ -27,7 +27,8 @@ EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share reset seeds with tr
 
 @dataclass
 class EvalResult:
-    """Mean unscaled returns over the evaluation episodes, raw and normalized."""
+    """Mean unscaled returns over the evaluation episodes, raw and normalized, and how sure the
+    mean cost is: its standard error over the episodes."""
 
     reward: float
     cost: float
@@ -35,8 +36,11 @@ class EvalResult:
     normalized_cost: float
     reward_std: float
     cost_std: float
+    cost_se: float  # standard error of the mean cost: sample std / sqrt(episodes)
+    normalized_cost_se: float
     episodes: int
-    safe: bool
+    safe: bool  # normalized cost <= 1
+    at_limit: bool  # the limit lies within one standard error of the mean: safe is not told
     cost_limit: float  # the episodic limit d the cost is normalized against (plotted beside it)
 
     def metrics(self, prefix: str = "eval") -> dict[str, float]:
@@ -94,7 +98,10 @@ def evaluate(
                 bar.update()
     rewards, costs = (np.array(r) for r in zip(*returns, strict=True))
     reward, cost = float(np.mean(rewards)), float(np.mean(costs))
+    # one episode has no error estimate: infinitely unsure
+    cost_se = float(np.std(costs, ddof=1) / np.sqrt(num_episodes)) if num_episodes > 1 else np.inf
     normalized_reward, normalized_cost = task.normalize(reward, cost)
+    normalized_cost_se = task.normalize(reward, cost + cost_se)[1] - normalized_cost
     return EvalResult(
         reward=reward,
         cost=cost,
@@ -102,8 +109,11 @@ def evaluate(
         normalized_cost=normalized_cost,
         reward_std=float(np.std(rewards)),
         cost_std=float(np.std(costs)),
+        cost_se=cost_se,
+        normalized_cost_se=normalized_cost_se,
         episodes=num_episodes,
         safe=normalized_cost <= 1.0,
+        at_limit=abs(normalized_cost - 1.0) <= normalized_cost_se,
         cost_limit=float(task.cost_limit),
     )
 

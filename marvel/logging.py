@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from marvel import numerics
 from marvel.fsutil import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:  # imported where a run logs to W&B: a run with logger=none starts faster
@@ -65,7 +66,8 @@ def _git(*args: str) -> str | None:
 
 
 def run_metadata() -> dict[str, Any]:
-    """Where and with what a run ran: Python, host, package versions, git state, torch device."""
+    """Where and with what a run ran: Python, host, package versions, git state, torch device,
+    and the CPU numerics (mode, settings, threads, CPU model: marvel/numerics.py)."""
     status = _git("status", "--porcelain")
     cuda = torch.cuda.is_available()
     return {
@@ -77,6 +79,7 @@ def run_metadata() -> dict[str, Any]:
         "git_dirty": None if status is None else bool(status),
         "cuda_available": cuda,
         "device_name": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "numerics": numerics.describe(),
     }
 
 

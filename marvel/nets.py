@@ -9,10 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+
+from marvel import numerics
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the usual SAC clamp (SpinningUp, FSRL, OSRL)
 
@@ -51,6 +55,50 @@ def polyak_update(net: nn.Module, target: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), tau)
 
 
+class _OpenBLASMatmul(torch.autograd.Function):
+    """a @ b of CPU tensors (matrices, or stacks of as many) and its gradients, by numpy's BLAS."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b)
+        return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, b = (t.detach().numpy() for t in ctx.saved_tensors)
+        g = grad.detach().numpy()
+        grad_a = np.matmul(g, b.swapaxes(-1, -2)) if ctx.needs_input_grad[0] else None
+        grad_b = np.matmul(a.swapaxes(-1, -2), g) if ctx.needs_input_grad[1] else None
+        return tuple(None if x is None else torch.from_numpy(x) for x in (grad_a, grad_b))
+
+
+def on_openblas(x: Tensor) -> bool:
+    """Whether products with ``x`` run on numpy's OpenBLAS: CPU tensors under portable numerics
+    (marvel/numerics.py). torch's own BLAS, MKL, runs other code on AMD than on Intel CPUs
+    except in its SSE2 branch, at a third of the speed (benchmarks/README.md)."""
+    return x.device.type == "cpu" and numerics.in_effect() == "portable"
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b (matrices, or stacks of as many): OpenBLAS's where ``on_openblas``, else torch's."""
+    if not on_openblas(a):
+        return a @ b
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return _OpenBLASMatmul.apply(a, b)
+    return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))  # no graph
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose product is ``matmul``'s: x W^T + b."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not on_openblas(x):
+            return F.linear(x, self.weight, self.bias)
+        if x.dim() != 2:  # rows of any leading shape: one product over all of them
+            return self(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], self.out_features)
+        return matmul(x, self.weight.t()) + self.bias
+
+
 def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
     """ReLU MLP: in -> hidden... -> out (linear output).
 
@@ -58,9 +106,9 @@ def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential
     """
     layers: list[nn.Module] = []
     for width in hidden_sizes:
-        layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
+        layers += [Linear(in_dim, width), nn.ReLU(inplace=True)]
         in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
+    layers.append(Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -70,8 +118,8 @@ class SquashedGaussianActor(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int]) -> None:
         super().__init__()
         self.trunk = mlp(obs_dim, hidden_sizes[:-1], hidden_sizes[-1])
-        self.mu = nn.Linear(hidden_sizes[-1], act_dim)
-        self.log_std = nn.Linear(hidden_sizes[-1], act_dim)
+        self.mu = Linear(hidden_sizes[-1], act_dim)
+        self.log_std = Linear(hidden_sizes[-1], act_dim)
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the pre-tanh Gaussian."""
@@ -164,6 +212,8 @@ class EnsembleLinear(nn.Module):
         """x: (heads, B, in) -> (heads, B, out)."""
         if self.weight.shape[-1] == 1:
             return (x * self.weight.transpose(1, 2)).sum(-1, keepdim=True) + self.bias
+        if on_openblas(x):
+            return matmul(x, self.weight) + self.bias
         return torch.baddbmm(self.bias, x, self.weight)
 
 

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from marvel import numerics
 from marvel.checkpoint import LAST, checkpoint_task
 from marvel.config import validate
 from marvel.context import (
@@ -94,6 +95,7 @@ def preflight(
     task (stage=evaluate: the one the checkpoint was trained on) and whether ``run_dir``
     resumes. Returns the device, the task and the checkpoint to resume from (or None)."""
     validate(cfg)
+    numerics.require(cfg.numerics)
     reason = unwritable_reason(cfg.paths.cache_dir) if cfg.stage != "evaluate" else None
     if reason is not None:
         raise MarvelError(
@@ -122,8 +124,9 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
             for line in verdict(summary, run_dir):
                 log(line)
             return summary
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
+    threads = numerics.torch_threads(cfg.numerics, cfg.torch_threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_writes(run_dir / "checkpoints" / LAST)
@@ -152,6 +155,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
             "stage": cfg.stage,
             "seed": cfg.seed,
             "device": str(device),
+            "numerics": cfg.numerics,
             "torch_threads": torch.get_num_threads(),
             "sweep": None if sweep is None else {"name": sweep.name, "dir": str(sweep.dir)},
             "task": asdict(task),
@@ -170,27 +174,37 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
 
 
 def verdict(summary: dict[str, Any], run_dir: Path) -> list[str]:
-    """The run's result in words: the final policy's score, SAFE or UNSAFE, the starting
-    policy's score where finetuning ran, and where the run's files are."""
+    """The run's result in words: the final policy's score with the standard error of its cost,
+    SAFE, UNSAFE, or AT THE LIMIT where the limit lies within that error, the starting policy's
+    score where finetuning ran, and where the run's files are."""
 
     raw = summary["task"].get("reward_min") is None  # your own env without reference returns
 
     def score(result: dict[str, Any]) -> str:
         reward = "" if raw else f"normalized reward {result['normalized_reward']:.2f}, "
         return (
-            f"reward {result['reward']:.1f}, cost {result['cost']:.1f} ({reward}normalized cost "
-            f"{result['normalized_cost']:.2f})"
+            f"reward {result['reward']:.1f}, cost {result['cost']:.1f} ± {result['cost_se']:.1f} "
+            f"({reward}normalized cost {result['normalized_cost']:.2f} ± "
+            f"{result['normalized_cost_se']:.2f})"
         )
 
     result = summary["eval"]
+    label = "SAFE" if result["safe"] else "UNSAFE"
     lines = [
         f"result: {summary['task']['name']} {summary['experiment']} seed {summary['seed']}: "
-        f"{'SAFE' if result['safe'] else 'UNSAFE'} (cost limit {result['cost_limit']:g}"
-        f"{'; rewards raw: no reference returns' if raw else ''})",
+        f"{'AT THE LIMIT' if result['at_limit'] else label} (cost limit "
+        f"{result['cost_limit']:g}{'; rewards raw: no reference returns' if raw else ''})",
         f"  final policy:    {score(result)}",
     ]
     if "initial_eval" in summary:
         lines.append(f"  starting policy: {score(summary['initial_eval'])}")
+    lines.append(f"  ± one standard error over {result['episodes']} evaluation episodes")
+    if result["at_limit"]:
+        lines.append(
+            f"  the limit lies within it: the mean cost is {'under' if result['safe'] else 'over'}"
+            " the limit, but this evaluation cannot tell SAFE from UNSAFE (more episodes: "
+            "budget.eval_episodes)"
+        )
     lines.append(f"  metrics:    {run_dir / 'metrics.jsonl'}")
     checkpoint = summary.get("checkpoint") or (summary.get("pretrained") or {}).get("path")
     if checkpoint:

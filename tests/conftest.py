@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import marvel  # noqa: F401  (before numpy and torch: it sets their CPU numerics, marvel/numerics.py)
 from tests.helpers import run_cli, single_thread
 
 if TYPE_CHECKING:

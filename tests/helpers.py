@@ -39,6 +39,23 @@ def run_cli(
     return proc
 
 
+def locked_version_mismatches() -> dict[str, str]:
+    """The packages of constraints.txt whose installed version is another (or none):
+    ``{name: "locked X, installed Y"}``; a local label (``+cpu``) is not a difference."""
+    import importlib.metadata
+
+    found = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        name, _, locked = line.partition("==")
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or installed.split("+")[0] != locked:
+            found[name] = f"locked {locked}, installed {installed}"
+    return found
+
+
 def compose_config(*overrides: str) -> Any:
     """The job config ``python run.py <overrides>`` composes (Hydra's compose API)."""
     from hydra import compose, initialize_config_dir

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from tests.helpers import ROOT
 
 CONTRACT = (
@@ -29,8 +31,13 @@ def test_quick_benchmark_writes_the_contract_figures(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
-    for section, key in CONTRACT:
-        assert results[section][key] > 0, (section, key)
-    assert results["main_command"] == {"wall_s": None, "peak_rss_mb": None}  # quick: skipped
-    assert results["machine"]["cores"] >= 1 and results["machine"]["cpu"]
-    assert "update.updates_per_s" in proc.stdout  # the printed table
+    for mode, threads in (("portable", 1), ("native", torch.get_num_threads())):
+        figures = results[mode]  # each numerics mode measured in a process of its own
+        for section, key in CONTRACT:
+            assert figures[section][key] > 0, (mode, section, key)
+        assert figures["main_command"] == {"wall_s": None, "peak_rss_mb": None}  # quick: none
+        assert figures["machine"]["cores"] >= 1 and figures["machine"]["cpu"]
+        assert figures["settings"]["numerics"] == mode
+        assert figures["machine"]["torch_threads"] == threads
+    assert results["portable_speed"]["update.updates_per_s"] > 0  # portable / native
+    assert "update.updates_per_s" in proc.stdout and "portable / native" in proc.stdout

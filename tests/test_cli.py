@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from marvel import numerics
 from marvel.checkpoint import load_policy
 from marvel.data.dsrl_files import load_dsrl_dataset
 from marvel.errors import ConfigError, MarvelError
-from marvel.pipeline import preflight
+from marvel.pipeline import preflight, verdict
 from tests.helpers import (
     ROOT,
     assert_clean_error,
@@ -48,6 +49,9 @@ def test_from_scratch_contract(scratch_run: Path) -> None:
     assert summary["experiment"] == "from_scratch" and summary["task"]["name"] == "BallRun"
     assert summary["online"]["iterations"] == 2 and summary["online"]["updates"] == 10
     assert summary["metadata"]["packages"]["dsrl"] == "0.1.0"
+    assert summary["numerics"] == "portable" and summary["torch_threads"] == 1
+    assert summary["metadata"]["numerics"]["settings"] == numerics.PORTABLE_SETTINGS
+    assert summary["eval"]["cost_se"] >= 0 and isinstance(summary["eval"]["at_limit"], bool)
     rows = read_metrics(scratch_run)
     assert len(rows) == 3  # the starting policy's evaluation, then one row per iteration
     assert all("online/update" in r and "lagrange/lambda" in r for r in rows)
@@ -149,6 +153,8 @@ def test_data_path_uses_the_file(collect_run: Path, tmp_path: Path) -> None:
         (("stage=evaluate", "checkpoint=/nonexistent/run"), ("no checkpoint at",), True),
         (("device=gpu",), ("device=gpu", "valid: auto, cpu, cuda, cuda:N"), True),
         (("paths.cache_dir=/etc/hostname/c",), ("/etc/hostname is not a directory",), True),
+        (("numerics=fast",), ("numerics: got 'fast'; valid: portable, native",), True),
+        (("-m", "numerics=portable,native"), ("numerics takes one value per command",), True),
     ],
 )
 def test_bad_input_fails_with_one_clear_message(
@@ -226,15 +232,17 @@ def test_marvel_pipeline_contract(marvel_run: Path) -> None:
     assert summary["dataset"]["source"] == "collect"
     # the run ends with its result in words, on the console and in run.log
     output = (marvel_run.parent / "marvel_output.txt").read_text().strip().splitlines()
-    block = output[-6:]
+    block = output[next(i for i, line in enumerate(output) if "] result: " in line) :]
     final, start = summary["eval"], summary["initial_eval"]
-    verdict = "SAFE" if final["safe"] else "UNSAFE"
-    assert block[0] == f"[marvel] result: BallCircle marvel seed 0: {verdict} (cost limit 20)"
-    assert f"normalized cost {final['normalized_cost']:.2f}" in block[1]
+    label = "AT THE LIMIT" if final["at_limit"] else "SAFE" if final["safe"] else "UNSAFE"
+    assert block[0] == f"[marvel] result: BallCircle marvel seed 0: {label} (cost limit 20)"
+    assert f"{final['normalized_cost']:.2f} ± {final['normalized_cost_se']:.2f})" in block[1]
     assert "starting policy" in block[2] and f"reward {start['reward']:.1f}" in block[2]
-    assert block[3].endswith(str(marvel_run / "metrics.jsonl"))
-    assert block[4].endswith(str(marvel_run / "checkpoints" / "last.pt"))
-    assert block[5].endswith(f"python -m marvel.analysis {marvel_run}")
+    assert block[3] == "[marvel]   ± one standard error over 2 evaluation episodes"
+    assert ("cannot tell SAFE from UNSAFE" in block[4]) == final["at_limit"]
+    assert block[-3].endswith(str(marvel_run / "metrics.jsonl"))
+    assert block[-2].endswith(str(marvel_run / "checkpoints" / "last.pt"))
+    assert block[-1].endswith(f"python -m marvel.analysis {marvel_run}")
     run_log = (marvel_run / "run.log").read_text()
     assert all(line.removeprefix("[marvel] ") in run_log for line in block)
     rows = [r for r in read_metrics(marvel_run) if "train/episode_reward" in r]
@@ -246,6 +254,35 @@ def test_marvel_pipeline_contract(marvel_run: Path) -> None:
     assert all("diag/q_cost" in r and "diag/kl_to_pi0" in r for r in finetune_rows)
     offline_or_vpa = [r for r in rows if "offline/step" in r or "vpa/iteration" in r]
     assert offline_or_vpa and all("online/update" not in r for r in offline_or_vpa)
+
+
+@pytest.mark.parametrize(
+    ("normalized_cost", "label"),
+    [(0.5, "SAFE"), (1.5, "UNSAFE"), (0.9, "AT THE LIMIT"), (1.1, "AT THE LIMIT")],
+)
+def test_verdict_shows_its_uncertainty(normalized_cost: float, label: str) -> None:
+    """The limit within one standard error (here 0.2) of the mean cost: neither SAFE nor
+    UNSAFE."""
+    se = 0.2
+    result = {
+        "reward": 100.0,
+        "cost": 20 * normalized_cost,
+        "cost_se": 20 * se,
+        "normalized_reward": 0.5,
+        "normalized_cost": normalized_cost,
+        "normalized_cost_se": se,
+        "episodes": 10,
+        "safe": normalized_cost <= 1,
+        "at_limit": abs(normalized_cost - 1) <= se,
+        "cost_limit": 20.0,
+    }
+    task = {"name": "BallCircle", "reward_min": 0.0}
+    summary = {"task": task, "experiment": "marvel", "seed": 0, "eval": result}
+    lines = verdict(summary, Path("run"))
+    assert lines[0] == f"result: BallCircle marvel seed 0: {label} (cost limit 20)"
+    assert f"cost {20 * normalized_cost:.1f} ± {20 * se:.1f}" in lines[1]
+    assert lines[2] == "  ± one standard error over 10 evaluation episodes"
+    assert ("cannot tell SAFE from UNSAFE" in lines[3]) == (label == "AT THE LIMIT")
 
 
 def test_pretrained_cache_is_hit_on_the_second_run(marvel_run: Path, tmp_path: Path) -> None:

@@ -101,6 +101,9 @@ def test_unknown_option_lists_valid_ones() -> None:
         ("+seeed=1", "seeed: not a setting"),
         ("+env.finetune.actor_learning_rate=1", "env.finetune.actor_learning_rate"),
         ("logger.mode=dryrun", "WANDB_MODE"),
+        ("numerics=fast", "numerics: got 'fast'; valid: portable, native"),
+        ("torch_threads=2", "numerics=portable computes on one thread"),
+        ("budget.eval_episodes=1", "budget.eval_episodes: must be >= 2"),
     ],
 )
 def test_out_of_range_values_are_rejected(override: str, message: str) -> None:

@@ -55,6 +55,11 @@ def test_scores_equal_the_sequential_loop(task_name: str, num_envs: int) -> None
         result.reward, result.cost
     )
     assert result.safe == (result.normalized_cost <= 1.0)
+    # the mean cost's standard error: sample std / sqrt(episodes), in both units
+    se = float(np.std(costs, ddof=1) / np.sqrt(EPISODES))
+    assert result.cost_se == se
+    assert result.normalized_cost_se == pytest.approx(se / task.cost_limit)
+    assert result.at_limit == (abs(result.normalized_cost - 1) <= result.normalized_cost_se)
     if task_name == "DroneRun":
         assert result.cost > 0
 

@@ -59,6 +59,7 @@ from torch import nn
 from marvel.data.buffer import Batch
 from marvel.nets import (
     ConditionalVAE,
+    Linear,
     adam,
     frozen,
     gradient_step,
@@ -129,9 +130,9 @@ class Perturbation(nn.Module):
         layers: list[nn.Module] = []
         in_dim = obs_dim + act_dim
         for width in hidden_sizes:
-            layers += [nn.Linear(in_dim, width), nn.Tanh()]
+            layers += [Linear(in_dim, width), nn.Tanh()]
             in_dim = width
-        layers.append(nn.Linear(in_dim, act_dim))
+        layers.append(Linear(in_dim, act_dim))
         self.net = nn.Sequential(*layers)
 
     def perturbation(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
