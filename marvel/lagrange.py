@@ -12,6 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,9 @@ class DualAscent(LagrangeController):
         super().__init__(cost_limit)
         self.lambda_max = lambda_max
         self._lam = torch.nn.Parameter(torch.tensor(float(lambda_init)))
-        optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+        # Adam's fused kernel: its square root is exact, on every CPU alike (the per-tensor
+        # Adam's goes through MKL, which rounds it otherwise on other CPUs)
+        optimizers = {"adam": partial(torch.optim.Adam, fused=True), "sgd": torch.optim.SGD}
         if optimizer not in optimizers:
             raise ValueError(f"unknown lambda optimizer {optimizer!r}; valid: {sorted(optimizers)}")
         self._optimizer = optimizers[optimizer]([self._lam], lr=lr)

@@ -88,6 +88,27 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))  # no graph
 
 
+class _ExactSqrt(torch.autograd.Function):
+    """sqrt(x) of a CPU tensor, correctly rounded (numpy's), and its gradient."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        root = torch.from_numpy(np.sqrt(x.detach().numpy()))
+        ctx.save_for_backward(root)
+        return root
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (root,) = ctx.saved_tensors
+        return grad / (2.0 * root)
+
+
+def sqrt(x: Tensor) -> Tensor:
+    """sqrt(x): correctly rounded where ``on_openblas`` (torch's, MKL's, is not, and rounds
+    otherwise on other CPUs), else torch's."""
+    return _ExactSqrt.apply(x) if on_openblas(x) else x.sqrt()
+
+
 class Linear(nn.Linear):
     """nn.Linear whose product is ``matmul``'s: x W^T + b."""
 

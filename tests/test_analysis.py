@@ -238,6 +238,22 @@ def test_method_labels() -> None:
     ]
 
 
+def test_runs_of_other_numerics_are_never_pooled() -> None:
+    """Runs made under other CPU numerics (or before marvel recorded them) are other methods."""
+    runs = [
+        record("marvel", 0, numerics="portable"),
+        record("marvel", 1, numerics="portable"),
+        record("marvel", 0, numerics="native"),
+        record("marvel", 0),  # made before issue 28
+    ]
+    assert [run.method for run in label_methods(runs)] == [
+        "marvel numerics=portable",
+        "marvel numerics=portable",
+        "marvel numerics=native",
+        "marvel numerics=null",
+    ]
+
+
 def test_iqm_reproducible_and_one_seed(multirun: Path) -> None:
     runs = label_methods(load_local([multirun]))
     groups = group_runs(runs)

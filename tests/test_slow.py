@@ -21,7 +21,8 @@ def test_main_command_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert summary["experiment"] == "marvel" and summary["dataset"]["source"] == "collect"
     assert summary["pretrained"]["algo"] == "cpq" and summary["vpa"]["iterations"] == 500
     assert summary["online"]["updates"] == 500 and summary["online"]["env_steps"] == 100_000
-    verdict = "SAFE" if summary["eval"]["safe"] else "UNSAFE"
+    final = summary["eval"]
+    verdict = "AT THE LIMIT" if final["at_limit"] else "SAFE" if final["safe"] else "UNSAFE"
     result = [line for line in proc.stdout.splitlines() if line.startswith("[marvel] result:")]
     assert result == [f"[marvel] result: BallCircle marvel seed 0: {verdict} (cost limit 20)"]
     # pi_0 is a trained policy: it scores far above a random one (normalized reward ~0)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from marvel.data.buffer import Batch
-from marvel.nets import ConditionalVAE, adam, frozen, gradient_step, polyak_update
+from marvel.nets import ConditionalVAE, adam, frozen, gradient_step, polyak_update, sqrt
 from marvel.offline.base import (
     OfflineLearnerBase,
     QcPIDLagrangian,
@@ -111,7 +111,7 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str, sigma: float) -> torch.Te
         dist = diff.pow(2).sum(-1) if kernel == "gaussian" else diff.abs().sum(-1)
         return torch.exp(-dist / (2.0 * sigma)).mean((1, 2))
 
-    return (mean_kernel(x, x) + mean_kernel(y, y) - 2.0 * mean_kernel(x, y) + 1e-6).sqrt()
+    return sqrt(mean_kernel(x, x) + mean_kernel(y, y) - 2.0 * mean_kernel(x, y) + 1e-6)
 
 
 class BEARL(OfflineLearnerBase):
