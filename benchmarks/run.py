@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import json
 import math
 import os
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from marvel import numerics
+from marvel import nets, numerics
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.envs import TASKS, TaskSpec, make_env, space_dims, task_spec
@@ -435,14 +436,19 @@ def update_matmul_flops(obs_dim: int, act_dim: int, networks: NetworkSizes, batc
 
 
 def gemm_flops(m: int, k: int, n: int, repeats: int, device: torch.device) -> float:
-    """Best fp32 FLOP/s of torch.mm on (m, k) @ (k, n), ~0.2 GFLOP per timed repeat."""
+    """Best fp32 FLOP/s of the networks' product on (m, k) @ (k, n), ~0.2 GFLOP per timed
+    repeat: torch.mm, or numpy's OpenBLAS where the networks use it (``nets.on_openblas``)."""
     a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
     out = torch.empty(m, n, device=device)
     calls = max(1, int(2e8 // (2 * m * k * n)))
+    if nets.on_openblas(a):
+        product = functools.partial(np.matmul, a.numpy(), b.numpy(), out=out.numpy())
+    else:
+        product = functools.partial(torch.mm, a, b, out=out)
 
     def work() -> float:
         for _ in range(calls):
-            torch.mm(a, b, out=out)
+            product()
         return 2.0 * m * k * n * calls
 
     work()  # warm-up

@@ -28,7 +28,7 @@ from marvel.errors import ConfigError, MarvelError
 MODES = ("portable", "native")
 MODE_VARIABLE = "MARVEL_NUMERICS"
 
-# Each one changes a result when left out (benchmarks/README.md, "Numerics").
+# Each one changes results when left out (benchmarks/README.md: issue 28's leave-one-out table).
 PORTABLE_SETTINGS = {
     # torch's vector math (MKL's exp, log, tanh, ...): its SSE2 branch, the one MKL runs alike on
     # Intel and AMD (its AVX2 branch is Intel-only: on AMD, MKL then quietly picks its own code);
@@ -122,8 +122,8 @@ def require(mode: str) -> None:
 
 
 def torch_threads(mode: str, requested: int) -> int:
-    """torch's intra-op threads for a run: one under ``portable`` (another thread count sums
-    in another order); ``requested`` under ``native`` (0: torch's default)."""
+    """torch's intra-op threads for a run: one under ``portable`` (torch splits a sum of over
+    32768 elements between its threads); ``requested`` under ``native`` (0: torch's default)."""
     return 1 if mode == "portable" else requested
 
 
