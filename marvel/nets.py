@@ -104,8 +104,9 @@ class _ExactSqrt(torch.autograd.Function):
 
 
 def sqrt(x: Tensor) -> Tensor:
-    """sqrt(x): correctly rounded where ``on_openblas`` (torch's, MKL's, is not, and rounds
-    otherwise on other CPUs), else torch's."""
+    """sqrt(x): numpy's, correctly rounded, for CPU tensors under portable numerics (the
+    tensors ``on_openblas`` picks; torch's is MKL's, which is not, and rounds otherwise on other
+    CPUs), else torch's."""
     return _ExactSqrt.apply(x) if on_openblas(x) else x.sqrt()
 
 

@@ -338,7 +338,8 @@ class OnlineLearner:
         return self.buffer.sample(cfg.batch_size)
 
     def iteration_step(self) -> dict[str, float]:
-        """One iteration; returns its metrics row (METHOD.md section 4, DESIGN.md names)."""
+        """One iteration; returns its metrics row (METHOD.md section 4; metric names as in the
+        README's Metrics section)."""
         cfg = self.agent.cfg
         start = time.perf_counter()
         episodes = self.rollout(cfg.episodes_per_iteration)
