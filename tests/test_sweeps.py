@@ -80,6 +80,18 @@ def test_seeds_follow_the_budget_and_the_command_line() -> None:
     assert len(jobs) == 6 * 3 and seeds(jobs) == {"seed=7", "seed=8", "seed=9"}
 
 
+@pytest.mark.parametrize(
+    "name", ["ablation", "baselines", "envs", "envs_velocity", "offline_algos"]
+)
+def test_seed_varies_fastest(name: str) -> None:
+    """Consecutive jobs (the ones joblib runs side by side) differ in their seed, so they
+    pretrain different pi_0's instead of one waiting on the other's, even when the command
+    line lists the presets."""
+    jobs = sweep_jobs(name, "budget=smoke", "experiment=marvel,warm_start")
+    first, second = ([o for o in job if o.startswith("seed=")] for job in jobs[:2])
+    assert (first, second) == (["seed=0"], ["seed=1"])
+
+
 def test_ablation_sweep_contract(ablation_sweep: Path) -> None:
     """Every ablation preset x 2 seeds, one run dir each with its summary."""
     summaries = [read_summary(d) for d in job_dirs(ablation_sweep)]
