@@ -90,7 +90,7 @@ def _format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _names_method(key: str) -> bool:
+def names_method(key: str) -> bool:
     """False for seeds, bookkeeping (IGNORED_KEYS) and W&B's own ``_wandb`` entries."""
     parts = key.split(".")
     return not (parts[0] in IGNORED_KEYS or parts[0].startswith("_") or parts[-1] == "seed")
@@ -109,7 +109,7 @@ def label_methods(runs: Sequence[RunRecord]) -> list[RunRecord]:
         varying[group] = sorted(
             key
             for key in keys
-            if _names_method(key)
+            if names_method(key)
             and len({_format_value(run.config.get(key)) for run in members}) > 1
         )
     return [
@@ -165,8 +165,8 @@ def is_finetune_run(summary: Mapping[str, Any], where: str) -> bool:
     return True
 
 
-def load_run_dir(run_dir: Path) -> RunRecord:
-    """One local run from its summary.json, metrics.jsonl and .hydra/config.yaml."""
+def read_run_files(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run dir's summary.json and its metrics.jsonl rows (none when it has no such file)."""
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics_path = run_dir / "metrics.jsonl"
     rows = (
@@ -174,6 +174,12 @@ def load_run_dir(run_dir: Path) -> RunRecord:
         if metrics_path.is_file()
         else []
     )
+    return summary, rows
+
+
+def load_run_dir(run_dir: Path) -> RunRecord:
+    """One local run from its summary.json, metrics.jsonl and .hydra/config.yaml."""
+    summary, rows = read_run_files(run_dir)
     return RunRecord(
         env=summary["task"]["name"],
         experiment=summary["experiment"],

@@ -1,0 +1,177 @@
+"""``python -m marvel.report`` on a real sweep (the smoke ablation sweep): every number of its
+tables recomputed from the runs' own summary.json and metrics.jsonl, the same page twice, the
+verdicts' rules, and the refusals to pool runs that must not pool."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from marvel.report import main, verdicts
+from tests.helpers import job_dirs, read_metrics, read_summary
+
+
+def cell(values: list[float], digits: int = 2) -> str:
+    """The page's "mean ± sample std" of ``values``, computed here from the files."""
+    array = np.asarray(values, dtype=float)
+    return f"{array.mean():.{digits}f} ± {array.std(ddof=1):.{digits}f}"
+
+
+def table_rows(page: str, header: str) -> list[list[str]]:
+    """The cells of the Markdown table that starts with ``header``."""
+    lines = page.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def report(ablation_sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "RESULTS.md"
+    assert main([str(ablation_sweep), "--out", str(out), "--reps", "200"]) == 0
+    return out
+
+
+def test_every_table_number_comes_from_the_runs_files(ablation_sweep: Path, report: Path) -> None:
+    page = report.read_text()
+    by_preset: dict[str, list[Path]] = defaultdict(list)
+    for run_dir in job_dirs(ablation_sweep):
+        by_preset[read_summary(run_dir)["experiment"]].append(run_dir)
+    rows = table_rows(page, "| task | preset | seeds |")
+    assert [row[1] for row in rows] == [
+        "pi_0", "marvel", "vpa_pid", "vpa_only", "apid_only", "warm_start", "from_scratch"
+    ]  # fmt: skip
+    for row in rows:
+        assert row[0] == "BallCircle"
+        if row[1] == "pi_0":
+            starts = [read_summary(d)["initial_eval"] for d in by_preset["marvel"]]
+            assert row[4] == f"{np.mean([s['normalized_reward'] for s in starts]):.2f}"
+            assert row[5] == f"{np.mean([s['normalized_cost'] for s in starts]):.2f}"
+            continue
+        summaries = [read_summary(d) for d in by_preset[row[1]]]
+        finals = [s["eval"] for s in summaries]
+        assert row[2] == str(len(summaries)) == "2"
+        assert row[3] == str(summaries[0]["online"]["updates"])
+        assert row[4] == cell([f["normalized_reward"] for f in finals])
+        assert row[5].removesuffix(" †") == cell([f["normalized_cost"] for f in finals])
+        assert row[5].endswith("†") == (np.mean([f["normalized_cost"] for f in finals]) > 1)
+        thirds = []
+        for run_dir, summary in zip(by_preset[row[1]], summaries, strict=True):
+            updates = summary["online"]["updates"]
+            evals = [
+                (r["eval/normalized_reward"], r["eval/normalized_cost"])
+                for r in read_metrics(run_dir)
+                if "eval/normalized_reward" in r and 3 * r["online/update"] > 2 * updates
+            ]
+            thirds.append(np.mean(evals, axis=0))
+        assert row[6] == cell([t[0] for t in thirds])
+        assert row[7] == cell([t[1] for t in thirds])
+        assert row[8] == cell([s["online"]["cumulative_cost"] for s in summaries], 0)
+        assert row[9] == f"{sum(f['normalized_cost'] <= 1 for f in finals)}/2"
+    verdict_rows = table_rows(page, "| task | Marvel under the limit")
+    assert [row[0] for row in verdict_rows] == ["BallCircle", "**holds on**"]
+    marvel_cost = np.mean([read_summary(d)["eval"]["normalized_cost"] for d in by_preset["marvel"]])
+    assert verdict_rows[0][1].startswith("holds" if marvel_cost <= 1 else "**fails**")
+    assert "commits: " in page and "numerics: `portable`" in page
+    assert "python run.py -m +sweep=ablation env=BallCircle budget=smoke" in page
+    figures = report.parent / "results"
+    for name in ("curves_0.png", "iqm_0.png", "report.json"):
+        assert (figures / name).stat().st_size > 0
+    assert "results/curves_0.png" in page
+
+
+def test_the_same_runs_give_the_same_page(ablation_sweep: Path, report: Path) -> None:
+    again = report.parent / "again" / "RESULTS.md"
+    again.parent.mkdir()
+    assert main([str(ablation_sweep), "--out", str(again), "--reps", "200"]) == 0
+    first = report.read_text().replace(str(report), "OUT")
+    assert again.read_text().replace(str(again), "OUT") == first
+    assert (again.parent / "results/report.json").read_bytes() == (
+        report.parent / "results/report.json"
+    ).read_bytes()
+
+
+def test_verdicts() -> None:
+    def entry(reward: float, cost: float, cumulative: float) -> dict:
+        return {"reward": [reward, None], "cost": [cost, None], "cumulative_cost": [cumulative, 0]}
+
+    rho = {
+        f"{a}_{w}": [v, 3]
+        for a in ("dataset", "random")
+        for w, v in (("before", 0.2), ("after", 0.5))
+    }
+    holds = verdicts(
+        {
+            "marvel": entry(0.5, 0.9, 100),
+            "vpa_only": entry(0.9, 0.5, 50),  # an ablation: not a baseline
+            "warm_start": entry(0.4, 0.2, 300),
+            "from_scratch": entry(0.8, 3.0, 900),  # unsafe: not compared
+        },
+        rho,
+    )
+    assert {name: v["holds"] for name, v in holds.items()} == {
+        "under_limit": True,
+        "best_safe_reward": True,
+        "cheaper_than_scratch": True,
+        "vpa_ranks_costs": True,
+    }
+    fails = verdicts({"marvel": entry(0.5, 1.2, 1000), "from_scratch": entry(0.8, 0.5, 900)}, None)
+    assert {name: v["holds"] for name, v in fails.items()} == {
+        "under_limit": False,
+        "best_safe_reward": False,
+        "cheaper_than_scratch": False,
+        "vpa_ranks_costs": None,
+    }
+    dataset_only = {**rho, "random_after": [0.1, 3]}  # the paper's table: random actions
+    assert (
+        verdicts({"marvel": entry(0.5, 0.5, 10)}, dataset_only)["vpa_ranks_costs"]["holds"] is False
+    )
+    below = verdicts({"marvel": entry(0.5, 0.5, 10), "warm_start": entry(0.6, 0.5, 9)}, None)
+    assert below["best_safe_reward"] == {"holds": False, "why": "0.50 vs warm_start 0.60"}
+
+
+def copy_runs(ablation_sweep: Path, dest: Path, presets: tuple[str, ...]) -> list[Path]:
+    copies = []
+    for run_dir in job_dirs(ablation_sweep):
+        if read_summary(run_dir)["experiment"] in presets:
+            copies.append(Path(shutil.copytree(run_dir, dest / run_dir.name)))
+    return copies
+
+
+def edit_summary(run_dir: Path, edit) -> None:
+    summary = read_summary(run_dir)
+    edit(summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_runs_that_must_not_pool_are_refused(
+    ablation_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "RESULTS.md"
+    twice = copy_runs(ablation_sweep, tmp_path / "a", ("marvel",))
+    copy_runs(ablation_sweep, tmp_path / "b", ("marvel",))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 2
+    assert "two runs of marvel seed 0 on BallCircle" in capsys.readouterr().err
+
+    edit_summary(twice[0], lambda s: s["metadata"]["numerics"].update(mode="native"))
+    assert main([str(tmp_path / "a"), "--out", str(out)]) == 2
+    assert "different numerics (native, portable)" in capsys.readouterr().err
+
+    edit_summary(twice[0], lambda s: s["metadata"]["numerics"].update(mode="portable"))
+    config_path = twice[1] / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["finetune"]["gamma"] = 0.95
+    config_path.write_text(yaml.safe_dump(config))
+    assert main([str(tmp_path / "a"), "--out", str(out)]) == 2
+    assert "differ in finetune.gamma" in capsys.readouterr().err
+    assert not out.exists()
