@@ -268,8 +268,8 @@ def verdicts(
 def diagnostics(runs: Sequence[Run]) -> dict[str, float | None]:
     """Marvel's own diagnostics, means over its seeds: final lambda and its maximum; the share of
     iterations with aPID's K_p at its floor K0 / gain_clip; the rollouts' and the evaluations'
-    normalized cost over the last third; Q_c against the Monte-Carlo cost over the last third;
-    the KL divergence to pi_0 at the end."""
+    normalized cost over the last third; Q_c against the rollouts' Monte-Carlo cost in the first
+    iteration and over the last third; the KL divergence to pi_0 at the end."""
 
     def mean(values: Sequence[float | None]) -> float | None:
         kept = [v for v in values if v is not None]
@@ -291,6 +291,9 @@ def diagnostics(runs: Sequence[Run]) -> dict[str, float | None]:
         rollout_cost = mean([r.get("train/episode_cost") for r in late])
         per_run["rollout_cost"].append(None if rollout_cost is None else rollout_cost / limit)
         per_run["eval_cost"].append(last_third(run)[1])
+        first = next((r for r in rows if r.get("diag/q_cost") is not None), {})
+        per_run["q_cost_first"].append(first.get("diag/q_cost"))
+        per_run["mc_cost_first"].append(first.get("diag/mc_cost"))
         per_run["q_cost"].append(mean([r.get("diag/q_cost") for r in late]))
         per_run["mc_cost"].append(mean([r.get("diag/mc_cost") for r in late]))
         kl = [r["diag/kl_to_pi0"] for r in rows if r.get("diag/kl_to_pi0") is not None]
@@ -313,7 +316,9 @@ def diagnosis_line(entry: Mapping[str, Any], facts: Mapping[str, float | None]) 
     parts += [
         f"last third: rollout cost {_num(facts['rollout_cost'])} and evaluation cost "
         f"{_num(facts['eval_cost'])} (normalized)",
-        f"Q_c {_num(facts['q_cost'])} against Monte-Carlo {_num(facts['mc_cost'])}",
+        f"Q_c against the Monte-Carlo cost of the rollouts: {_num(facts['q_cost_first'])} vs "
+        f"{_num(facts['mc_cost_first'])} in the first iteration, {_num(facts['q_cost'])} vs "
+        f"{_num(facts['mc_cost'])} over the last third",
         "KL to pi_0 at the end "
         + ("–" if facts["kl_final"] is None else f"{facts['kl_final']:.3g}"),
     ]
@@ -404,9 +409,11 @@ def plot_suite_curves(by_task: Mapping[str, Mapping[str, Sequence[Run]]], path: 
 
 
 def sweep_commands(dirs: Sequence[Path]) -> list[str]:
-    """The command of each Hydra sweep under ``dirs`` (its ``multirun.yaml``) and of each run
-    outside a sweep (its ``.hydra/overrides.yaml``)."""
+    """The command of each Hydra sweep under ``dirs`` (its ``multirun.yaml``); runs outside a
+    sweep (their ``.hydra/overrides.yaml``) that differ only in preset and seed as one multirun
+    command that makes them."""
     commands = []
+    singles: dict[tuple[str, ...], dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
     for top in dirs:
         sweeps = sorted(top.rglob("multirun.yaml"))
         for path in sweeps:
@@ -415,10 +422,22 @@ def sweep_commands(dirs: Sequence[Path]) -> list[str]:
         roots = [p.parent for p in sweeps]
         for path in sorted(top.rglob(".hydra/overrides.yaml")):
             run_dir = path.parent.parent
-            if (run_dir / "summary.json").is_file() and not any(
-                r in run_dir.parents for r in roots
-            ):
-                commands.append("python run.py " + " ".join(yaml.safe_load(path.read_text())))
+            if not (run_dir / "summary.json").is_file() or any(r in run_dir.parents for r in roots):
+                continue
+            overrides = yaml.safe_load(path.read_text())
+            values = dict(o.split("=", 1) for o in overrides if "=" in o)
+            rest = tuple(o for o in overrides if not o.startswith(("experiment=", "seed=")))
+            singles[rest][values.get("experiment", "marvel")].add(int(values.get("seed", 0)))
+    for rest, presets in singles.items():
+        by_seeds: dict[tuple[int, ...], list[str]] = defaultdict(list)
+        for preset in sorted(presets, key=method_order):
+            by_seeds[tuple(sorted(presets[preset]))].append(preset)
+        for seeds, names in by_seeds.items():
+            multi = "-m " if len(seeds) > 1 or len(names) > 1 else ""
+            commands.append(
+                f"python run.py {multi}experiment={','.join(names)} {' '.join(rest)} "
+                f"seed={','.join(map(str, seeds))}"
+            )
     return list(dict.fromkeys(commands))
 
 

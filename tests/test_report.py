@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from marvel.report import main, verdicts
+from marvel.report import main, sweep_commands, verdicts
 from tests.helpers import job_dirs, read_metrics, read_summary
 
 
@@ -175,3 +175,15 @@ def test_runs_that_must_not_pool_are_refused(
     assert main([str(tmp_path / "a"), "--out", str(out)]) == 2
     assert "differ in finetune.gamma" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_single_runs_show_as_the_multirun_that_makes_them(tmp_path: Path) -> None:
+    for preset, seed in (("warm_start", 1), ("marvel", 0), ("marvel", 1), ("warm_start", 0)):
+        run_dir = tmp_path / f"{preset}_{seed}"
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / "summary.json").write_text("{}")
+        overrides = [f"experiment={preset}", "env=CarRun", f"seed={seed}", "budget=paper"]
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    assert sweep_commands([tmp_path]) == [
+        "python run.py -m experiment=marvel,warm_start env=CarRun budget=paper seed=0,1"
+    ]
