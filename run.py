@@ -19,6 +19,7 @@ try:  # one line, even for --help: a bad numerics= (fixed before numpy and torch
     if mode is not None:
         numerics.select(mode)
     from marvel.config import register_configs
+    from marvel.fsutil import own_dir, release_dir
     from marvel.launch import (
         clear_failure,
         record_failure,
@@ -49,12 +50,19 @@ def main(cfg: DictConfig) -> None:
     # the failed jobs at the end and exits non-zero)
     if cfg.torch_threads == 0 and cfg.numerics == "native":  # a fair share of the CPUs per job
         cfg.torch_threads = torch_threads_for_job(hydra_cfg.launcher)
+    try:  # a job's dir has one owner too (a single run pointed at it is refused)
+        own_dir(run_dir, "hydra.sweep.dir")
+    except MarvelError as err:
+        print(f"marvel: error: job {hydra_cfg.job.num}: {err}", file=sys.stderr)
+        return
     clear_failure(run_dir)
     try:
         run(cfg, run_dir, SweepInfo(cfg.sweep, Path(hydra_cfg.sweep.dir)))
     except Exception as err:  # noqa: BLE001  (any fault of one job must not end the others)
         record_failure(run_dir, err)
         print(f"marvel: error: job {hydra_cfg.job.num} ({run_dir}): {err}", file=sys.stderr)
+    finally:
+        release_dir(run_dir)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ class CheckpointError(MarvelError):
     """A checkpoint that cannot be used (missing, corrupt, or for another task/algorithm)."""
 
 
+class DirInUseError(MarvelError):
+    """A run or sweep dir that another live process owns; names its pid and start time."""
+
+
 class AnalysisError(MarvelError):
     """Nothing to analyse (no runs, a missing directory): the message says where."""
 

@@ -1,18 +1,23 @@
 """Atomic file writes, content hashes and cross-process locks: a file that matters is either
-whole or absent, and computed once however many jobs need it."""
+whole or absent, computed once however many jobs need it, and a run dir has one owner."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+
+from marvel.errors import DirInUseError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -110,3 +115,41 @@ def locked(path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -
         yield
     finally:
         lock.release()
+
+
+OWNER_FILE = ".owner"
+_owned: dict[Path, int] = {}  # dir -> the descriptor whose lock this process holds
+
+
+def own_dir(path: str | os.PathLike, override: str) -> None:
+    """Make this process the one owner of the dir ``path`` until ``release_dir`` or its exit.
+
+    An exclusive ``flock`` on ``<path>/.owner``, which then names the owner (pid, host, start
+    time). A second process, whatever its config, gets ``DirInUseError`` naming the owner and
+    ``override``, the setting that picks another dir. The OS drops the lock of a process that
+    dies, so a killed run never blocks its rerun. Owning a dir twice in one process is a no-op.
+    """
+    path = Path(path).resolve()
+    if path in _owned:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise DirInUseError(
+            f"{path} is in use by {holder}; wait for it to end, or pass {override}=<another dir>"
+        ) from None
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode())
+    _owned[path] = fd
+
+
+def release_dir(path: str | os.PathLike) -> None:
+    """End this process's ownership of ``path`` (no-op where it owns none)."""
+    fd = _owned.pop(Path(path).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops its flock

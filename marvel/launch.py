@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from marvel.errors import MarvelError
+from marvel.fsutil import own_dir, release_dir
 
 
 def refuse(err: Exception) -> None:
@@ -106,7 +107,8 @@ def failed_jobs(sweep_dir: Path) -> list[tuple[Path, str]]:
 class LaunchChecks(Callback):
     """Hydra callback (conf/config.yaml): a single run is refused before anything is written
     when its config, device, task or resume point is wrong; the run or sweep dir must be
-    writable; a sweep with failed jobs names them at its end and exits non-zero."""
+    writable, and has one owner process (marvel.fsutil.own_dir); a sweep with failed jobs names
+    them at its end and exits non-zero."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from marvel.pipeline import preflight  # envs and agents: imported once a run starts
@@ -119,11 +121,23 @@ class LaunchChecks(Callback):
         except MarvelError as err:
             refuse(err)
         check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
+        try:  # before Hydra writes .hydra/ and run.log into it
+            own_dir(config.hydra.run.dir, "hydra.run.dir")
+        except MarvelError as err:
+            refuse(err)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_dir(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_writable_dir(config.hydra.sweep.dir, "hydra.sweep.dir")
+        try:
+            own_dir(config.hydra.sweep.dir, "hydra.sweep.dir")
+        except MarvelError as err:
+            refuse(err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_dir(config.hydra.sweep.dir)
         failed = failed_jobs(Path(config.hydra.sweep.dir))
         if failed:
             lines = [f"  {run_dir}: {message}" for run_dir, message in failed]

@@ -14,7 +14,7 @@ import torch
 from marvel import pipeline
 from marvel.checkpoint import FORMAT, load_checkpoint
 from marvel.errors import CheckpointError, NumericalFault
-from marvel.fsutil import locked
+from marvel.fsutil import locked, own_dir, release_dir
 from marvel.sac_lag import OnlineLearner
 from tests.helpers import (
     ROOT,
@@ -166,3 +166,59 @@ def test_leftovers_of_a_killed_write_are_removed_under_the_lock(tmp_path: Path) 
     with locked(tmp_path / "entry.hdf5"):
         pass
     assert not any(path.exists() for path in leftovers) and other.exists()
+
+
+def hold_dir(path: Path) -> subprocess.Popen:
+    """Another live process that owns ``path`` (as a running marvel run does)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "owned"
+    return holder
+
+
+OWNER_SCRIPT = (
+    "import sys; from marvel.fsutil import own_dir; own_dir(sys.argv[1], 'x'); "
+    "print('owned', flush=True); sys.stdin.read()"
+)
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_run_or_sweep_dir_has_one_owner(tmp_path: Path, sweep: bool) -> None:
+    """A second process on a dir that a live one owns is refused in one line naming the owner,
+    whatever its config, before it writes anything; once the owner dies (SIGKILL: no cleanup),
+    the same command runs."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    holder = hold_dir(out)
+    setting = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    command = (
+        *(("-m", "seed=1,2") if sweep else ("seed=1",)),
+        "stage=collect",
+        *SMOKE,
+        f"paths.cache_dir={cache}",
+        f"{setting}={out}",
+    )
+    try:
+        proc = run_cli(*command, check=False)
+        assert_clean_error(proc, f"is in use by pid {holder.pid} on ", f"{setting}=<another dir>")
+        assert [p.name for p in out.iterdir()] == [".owner"]
+    finally:
+        holder.kill()
+        holder.wait()
+    run_cli(*command)
+    summaries = [read_summary(p.parent) for p in out.rglob("summary.json")]
+    assert sorted(s["seed"] for s in summaries) == ([1, 2] if sweep else [1])
+
+
+def test_owning_a_dir_twice_in_one_process_is_a_no_op(tmp_path: Path) -> None:
+    own_dir(tmp_path, "hydra.run.dir")
+    own_dir(tmp_path, "hydra.run.dir")
+    holder_line = (tmp_path / ".owner").read_text()
+    assert holder_line.startswith(f"pid {os.getpid()} on ")
+    release_dir(tmp_path)
+    holder = hold_dir(tmp_path)  # another process may own it now
+    holder.kill()
+    holder.wait()

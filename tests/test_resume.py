@@ -110,8 +110,9 @@ def test_a_finished_run_is_left_as_it_is(uninterrupted: Path) -> None:
     assert "[marvel] result: BallCircle marvel seed 0:" in proc.stdout
     after = {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()}
     changed = {p.relative_to(uninterrupted) for p in after if before.get(p) != after[p]}
-    # only Hydra's files: run.log gets this command's lines, .hydra/ its (same) config
-    assert all(p == Path("run.log") or p.parts[0] == ".hydra" for p in changed), changed
+    # only Hydra's files (run.log gets this command's lines, .hydra/ its same config) and the
+    # owner record (.owner: this command's pid)
+    assert all(p in (Path("run.log"), Path(".owner")) or p.parts[0] == ".hydra" for p in changed)
 
 
 def test_resume_never_starts_over(uninterrupted: Path, tmp_path: Path) -> None:
