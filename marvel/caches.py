@@ -17,8 +17,8 @@ from marvel import numerics
 from marvel.checkpoint import load_checkpoint, save_checkpoint
 from marvel.data.dsrl_files import DatasetIdentity
 from marvel.envs import TaskSpec
-from marvel.errors import CheckpointError, DatasetError
-from marvel.fsutil import json_digest, sha256_file
+from marvel.errors import CheckpointError, DatasetError, MarvelError
+from marvel.fsutil import atomic_write_json, json_digest, sha256_file
 from marvel.start import Pretrained
 
 DATASET_FORMAT = 6
@@ -51,14 +51,31 @@ def cached_dataset(path: Path) -> DatasetIdentity | None:
     was collected; None when it is not there."""
     if not path.is_file():
         return None
+    fix = "delete it to collect it again"
+    recorded = recorded_sha256(path, ("identity", "sha256"), DatasetError, fix)
     digest = sha256_file(path)
-    recorded = json.loads(path.with_suffix(".json").read_text())["identity"]["sha256"]
     if digest != recorded:
         raise DatasetError(
-            f"{path} changed since it was collected (SHA-256 differs from its .json); "
-            "delete it to collect it again"
+            f"{path} changed since it was collected (SHA-256 differs from its .json); {fix}"
         )
     return DatasetIdentity(path=str(path), sha256=digest, source="collect")
+
+
+def recorded_sha256(path: Path, keys: tuple[str, ...], error: type[MarvelError], fix: str) -> str:
+    """The SHA-256 that the sidecar ``<path stem>.json`` records for the cache entry ``path``
+    under ``keys``; ``error`` with ``fix`` when the sidecar is missing or unreadable."""
+    sidecar = path.with_suffix(".json")
+    try:
+        value: Any = json.loads(sidecar.read_text())
+        for key in keys:
+            value = value[key]
+        if not isinstance(value, str):
+            raise TypeError(value)
+    except FileNotFoundError:
+        raise error(f"{path} has no record of its content ({sidecar} is missing); {fix}") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise error(f"{path} has an unreadable record of its content ({sidecar}); {fix}") from None
+    return value
 
 
 # ----------------------------------------------------------------------------- pretrained
@@ -94,9 +111,13 @@ def load_pretrained(
 ) -> Pretrained:
     """A cached pretrained model, refused with one clear line when its recorded settings
     (task, algorithm, sizes, dataset, ...) are not ``spec`` or its networks do not fit."""
+    fix = "delete it to pretrain again"
+    if sha256_file(path) != recorded_sha256(path, ("sha256",), CheckpointError, fix):
+        raise CheckpointError(
+            f"{path} changed since it was pretrained (SHA-256 differs from its .json); {fix}"
+        )
     state = load_checkpoint(path)
     recorded = state["spec"] if isinstance(state.get("spec"), dict) else {}
-    fix = "delete it to pretrain again"
     if recorded != spec:
         differ = sorted(k for k in spec if recorded.get(k) != spec[k])
         raise CheckpointError(
@@ -115,6 +136,12 @@ def load_pretrained(
 def save_pretrained(
     path: Path, spec: dict[str, Any], task: TaskSpec, dims: list[int], pretrained: Pretrained
 ) -> None:
+    """The model and its record (``<stem>.json``: its SHA-256, checked by load_pretrained),
+    the record first: a kill between the two leaves no model, so the entry is rebuilt."""
+
+    def record(tmp: Path) -> None:
+        atomic_write_json(path.with_suffix(".json"), {"sha256": sha256_file(tmp), "spec": spec})
+
     save_checkpoint(
         path,
         {
@@ -125,4 +152,5 @@ def save_pretrained(
             "spec": spec,
             "pretrained": pretrained.state_dict(),
         },
+        before_rename=record,
     )

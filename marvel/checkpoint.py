@@ -6,6 +6,7 @@ import os
 import pickle
 import random
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,20 @@ FORMAT = "marvel-checkpoint/2"
 LAST = "last.pt"
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically."""
-    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+def save_checkpoint(
+    path: str | os.PathLike,
+    state: dict[str, Any],
+    before_rename: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically;
+    ``before_rename(tmp)`` sees the whole file before it takes its name (to record its hash)."""
+
+    def write(tmp: Path) -> None:
+        torch.save({"format": FORMAT, **state}, tmp)
+        if before_rename is not None:
+            before_rename(tmp)
+
+    return atomic_write(path, write)
 
 
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:

@@ -3,7 +3,9 @@ end with one clear line and leave what was saved intact."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 from marvel import pipeline
 from marvel.checkpoint import FORMAT, load_checkpoint
 from marvel.errors import CheckpointError, NumericalFault
-from marvel.fsutil import locked, own_dir, release_dir
+from marvel.fsutil import locked, own_dir, release_dir, sha256_file
 from marvel.sac_lag import OnlineLearner
 from tests.helpers import (
     ROOT,
@@ -129,25 +131,82 @@ def test_a_secret_in_the_environment_reaches_no_output(tmp_path: Path) -> None:
     assert not [p for p in files if secret.encode() in p.read_bytes()]
 
 
-def test_pretrained_entry_of_another_task_is_refused(tmp_path: Path) -> None:
-    """A cache entry whose recorded task differs (a file copied over another) is not used."""
-    cache = tmp_path / "cache"
-    common = (
-        "experiment=offline_only",  # collection and pretraining: the entry, and nothing after
-        "env=BallCircle",
-        "budget=smoke",
-        "logger=none",
-        f"paths.cache_dir={cache}",
+OFFLINE_ONLY = (
+    "experiment=offline_only",  # collection and pretraining: the entries, and nothing after
+    "env=BallCircle",
+    "budget=smoke",
+    "logger=none",
+)
+
+
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache with one collected dataset and one pretrained model (smoke budget)."""
+    root = tmp_path_factory.mktemp("smoke_cache")
+    run_cli(*OFFLINE_ONLY, f"paths.cache_dir={root / 'cache'}", f"hydra.run.dir={root / 'run'}")
+    return root / "cache"
+
+
+def run_on_copy(smoke_cache: Path, tmp_path: Path, edit) -> subprocess.CompletedProcess:
+    """The offline_only command on a copy of ``smoke_cache`` after ``edit(dataset, model)``."""
+    cache = Path(shutil.copytree(smoke_cache, tmp_path / "cache"))
+    (dataset,) = (cache / "datasets").glob("*.hdf5")
+    (model,) = (cache / "pretrained").glob("*.pt")
+    edit(dataset, model)
+    return run_cli(
+        *OFFLINE_ONLY, f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}", check=False
     )
-    run_cli(*common, f"hydra.run.dir={tmp_path / 'first'}")
-    entry = Path(read_summary(tmp_path / "first")["pretrained"]["path"])
-    state = torch.load(entry, weights_only=True)
-    state["spec"]["task"] = "CarRun"
-    torch.save(state, entry)
-    saved = entry.read_bytes()
-    proc = run_cli(*common, f"hydra.run.dir={tmp_path / 'second'}", check=False)
+
+
+def test_pretrained_entry_of_another_task_is_refused(smoke_cache: Path, tmp_path: Path) -> None:
+    """A cache entry whose recorded task differs (a file copied over another, with its record)
+    is not used."""
+
+    def retarget(dataset: Path, model: Path) -> None:
+        state = torch.load(model, weights_only=True)
+        state["spec"]["task"] = "CarRun"
+        torch.save(state, model)
+        model.with_suffix(".json").write_text(json.dumps({"sha256": sha256_file(model)}))
+
+    proc = run_on_copy(smoke_cache, tmp_path, retarget)
     assert_clean_error(proc, "is not the pretrained model this run needs (its task differ)")
-    assert entry.read_bytes() == saved
+
+
+def garbage_weights(dataset: Path, model: Path) -> None:
+    """Finite garbage in every tensor of the model; the file stays a valid checkpoint."""
+    state = torch.load(model, weights_only=True)
+    for net in ("actor", "reward_critic", "cost_critic"):
+        for tensor in state["pretrained"][net].values():
+            tensor.uniform_(-3.0, 3.0)
+    torch.save(state, model)
+
+
+def unlink_record(path: Path) -> None:
+    path.with_suffix(".json").unlink()
+
+
+def truncate_record(path: Path) -> None:
+    record = path.with_suffix(".json")
+    record.write_text(record.read_text()[:20])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (garbage_weights, "changed since it was pretrained"),
+        (lambda dataset, model: unlink_record(model), "has no record of its content"),
+        (lambda dataset, model: truncate_record(model), "has an unreadable record"),
+        (lambda dataset, model: unlink_record(dataset), "has no record of its content"),
+        (lambda dataset, model: truncate_record(dataset), "has an unreadable record"),
+    ],
+    ids=["model-garbage", "model-record-missing", "model-record-truncated",
+         "dataset-record-missing", "dataset-record-truncated"],
+)  # fmt: skip
+def test_every_cache_entry_is_checked_before_use(
+    smoke_cache: Path, tmp_path: Path, edit, message: str
+) -> None:
+    proc = run_on_copy(smoke_cache, tmp_path, edit)
+    assert_clean_error(proc, message, "delete it to")
 
 
 def test_unwritable_output_dir_ends_with_one_line(tmp_path: Path) -> None:
