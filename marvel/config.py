@@ -8,6 +8,8 @@ misspelt key or a wrong type in any YAML file or override fails at start with Hy
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +234,38 @@ def unknown_keys(node: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a plain nested dict, in the config's order."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), node
+
+
+def check_leaves(cfg: Any) -> None:
+    """Rules that follow from a key's name, for every value of the config: numbers finite,
+    learning rates (``*_lr``) > 0, seeds (``seed``, ``*.seed``) integers >= 0 (or null where
+    null means "the run's seed"), thread counts >= 0."""
+    values = {
+        key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        for key, node in cfg.items_ex(resolve=True)
+        if key != "hydra"
+    }
+    for key, value in leaves(values):
+        name = key.rsplit(".", 1)[-1]
+        if isinstance(value, float):
+            _check(math.isfinite(value), key, f"must be a finite number, got {value}")
+        if name.endswith("_lr") and isinstance(value, (int, float)):
+            _check(value > 0, key, f"a learning rate must be > 0, got {value}")
+        if name == "seed" and value is not None:
+            _check(
+                isinstance(value, int) and value >= 0, key, f"must be an integer >= 0, got {value}"
+            )
+        if name.endswith("threads"):
+            _check(value >= 0, key, f"must be >= 0 (0: automatic), got {value}")
+
+
 def validate(cfg: Any) -> None:
     """Range checks a type cannot express; raises ConfigError naming the key and the fix."""
     unknown = unknown_keys(cfg)
@@ -241,6 +275,7 @@ def validate(cfg: Any) -> None:
         "not a setting of marvel's schema (marvel/config.py); check the spelling, and drop the "
         "'+' that Hydra suggests",
     )
+    check_leaves(cfg)
     _check(cfg.stage in STAGES, "stage", f"got {cfg.stage!r}; valid: {', '.join(STAGES)}")
     _check(cfg.resume in RESUME, "resume", f"got {cfg.resume!r}; valid: {', '.join(RESUME)}")
     baselines = cfg.baselines

@@ -104,6 +104,22 @@ def failed_jobs(sweep_dir: Path) -> list[tuple[Path, str]]:
     ]
 
 
+def empty_sweep_lists(config: DictConfig) -> list[str]:
+    """The swept keys whose list is empty (``seed=range(0)``), as the basic sweeper combines
+    them: the sweep file's ``hydra.sweeper.params``, then the command line (the last wins)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()]
+    overrides = OverridesParser.create().parse_overrides([*lines, *config.hydra.overrides.task])
+    last = {override.key_or_group: override for override in overrides}
+    return [
+        override.input_line or key
+        for key, override in last.items()
+        if override.is_sweep_override() and not list(override.sweep_string_iterator())
+    ]
+
+
 class LaunchChecks(Callback):
     """Hydra callback (conf/config.yaml): a single run is refused before anything is written
     when its config, device, task or resume point is wrong; the run or sweep dir must be
@@ -130,6 +146,13 @@ class LaunchChecks(Callback):
         release_dir(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if empty := empty_sweep_lists(config):
+            refuse(
+                MarvelError(
+                    f"the sweep would launch no job: {', '.join(empty)} has no value; give each "
+                    "swept key at least one"
+                )
+            )
         check_writable_dir(config.hydra.sweep.dir, "hydra.sweep.dir")
         try:
             own_dir(config.hydra.sweep.dir, "hydra.sweep.dir")

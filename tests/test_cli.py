@@ -156,6 +156,8 @@ def test_data_path_uses_the_file(collect_run: Path, tmp_path: Path) -> None:
         (("paths.cache_dir=/etc/hostname/c",), ("/etc/hostname is not a directory",), True),
         (("numerics=fast",), ("numerics: got 'fast'; valid: portable, native",), True),
         (("-m", "numerics=portable,native"), ("numerics takes one value per command",), True),
+        (("seed=-3",), ("seed: must be an integer >= 0, got -3",), True),
+        (("-m", "+sweep=ablation", "budget.seeds=0"), ("seed=range(0) has no value",), True),
     ],
 )
 def test_bad_input_fails_with_one_clear_message(

@@ -104,6 +104,13 @@ def test_unknown_option_lists_valid_ones() -> None:
         ("numerics=fast", "numerics: got 'fast'; valid: portable, native"),
         ("torch_threads=2", "numerics=portable computes on one thread"),
         ("budget.eval_episodes=1", "budget.eval_episodes: must be >= 2"),
+        ("seed=-3", "seed: must be an integer >= 0, got -3"),
+        ("offline.seed=-1", "offline.seed: must be an integer >= 0"),
+        ("env.finetune.actor_lr=-0.001", "env.finetune.actor_lr: a learning rate must be > 0"),
+        ("finetune.critic_cost_lr=0", "finetune.critic_cost_lr: a learning rate must be > 0"),
+        ("finetune.actor_lr=nan", "finetune.actor_lr: must be a finite number, got nan"),
+        ("env.cost_limit=inf", "env.cost_limit: must be a finite number, got inf"),
+        ("torch_threads=-1", "torch_threads: must be >= 0"),
     ],
 )
 def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
