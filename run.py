@@ -66,4 +66,11 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: what was saved is kept, and the same command resumes
+        print(
+            "\nmarvel: interrupted; rerun the same command to resume from the last checkpoint",
+            file=sys.stderr,
+        )
+        sys.exit(130)

@@ -44,6 +44,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from marvel.errors import AnalysisError
+from marvel.fsutil import unwritable_reason
 from marvel.run_plot import plot_run
 from marvel.runs import (
     FINAL_KEYS,
@@ -372,15 +373,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         where = ", ".join(map(str, args.dirs))
     try:
+        if (reason := unwritable_reason(args.out)) is not None:
+            raise AnalysisError(f"cannot write to --out {args.out} ({reason})")
         runs = load_wandb(args.wandb, args.group) if args.wandb else load_local(args.dirs)
         if not runs:
             raise AnalysisError(
                 f"no finetuning runs (summary.json with stage all/finetune) under {where}"
             )
+        written, markdown = write_outputs(label_methods(runs), args.out, args.reps, args.seed)
     except AnalysisError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    written, markdown = write_outputs(label_methods(runs), args.out, args.reps, args.seed)
+    except OSError as err:
+        print(f"{PROG}: error: cannot write to --out {args.out} ({err})", file=sys.stderr)
+        return 2
     print(markdown)
     print(f"{len(runs)} runs; wrote:")
     for path in written:

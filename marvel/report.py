@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 
 from marvel.analysis import curve_stats, iqm_estimates, plot_iqm
 from marvel.errors import AnalysisError
+from marvel.fsutil import unwritable_reason
 from marvel.runs import RunRecord, load_local, method_order, names_method, read_run_files
 
 PROG = "marvel.report"
@@ -622,6 +623,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (2000)")
     args = parser.parse_args(argv)
     try:
+        reason = unwritable_reason(args.out.parent)
+        if reason is not None or args.out.is_dir():
+            raise AnalysisError(
+                f"cannot write the page {args.out} ({reason or 'it is a directory'})"
+            )
         notes = {}
         if args.notes is not None:
             if not args.notes.is_file():
@@ -630,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.dirs, args.out, notes, f"python -m {PROG} " + " ".join(argv), args.reps)
     except AnalysisError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"{PROG}: error: cannot write the page {args.out} ({err})", file=sys.stderr)
         return 2
     print(f"wrote {args.out}")
     return 0

@@ -25,6 +25,7 @@ from marvel.analysis import (
     mean_std,
     result_rows,
 )
+from marvel.report import main as report_main
 from marvel.runs import RunRecord, label_methods, load_local, runs_from_wandb
 from marvel.tables import latex_tables, markdown_tables
 from tests.helpers import ROOT, read_metrics, read_summary
@@ -340,3 +341,21 @@ def test_one_run_dir_draws_its_own_curves(multirun: Path, tmp_path: Path) -> Non
     png = tmp_path / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(png) in proc.stdout
     assert run_analysis(str(multirun)).returncode == 2  # a sweep dir needs --out
+
+
+def test_an_unwritable_out_is_one_line(
+    multirun: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out on an existing file, or under one, is refused before reading the runs."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for out in (a_file, a_file / "out"):
+        assert main([str(multirun), "--out", str(out)]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"marvel.analysis: error: cannot write to --out {out} ({a_file} is not a directory)"
+        ]
+    assert report_main([str(multirun), "--out", str(a_file / "RESULTS.md")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"marvel.report: error: cannot write the page {a_file / 'RESULTS.md'} "
+        f"({a_file} is not a directory)"
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,9 +44,15 @@ def run_rows(run_dir: Path) -> list[dict]:
 
 
 def kill_when(
-    command: tuple[str, ...], run_dir: Path, ready, output: Path, timeout: float = 300
+    command: tuple[str, ...],
+    run_dir: Path,
+    ready,
+    output: Path,
+    timeout: float = 300,
+    sig: signal.Signals = signal.SIGKILL,
 ) -> None:
-    """Run ``python run.py <command>`` and SIGKILL it as soon as ``ready(output text)`` holds."""
+    """Run ``python run.py <command>`` and send it ``sig`` as soon as ``ready(output text)``
+    holds."""
     with output.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "run.py"), *command, f"hydra.run.dir={run_dir}"],
@@ -57,22 +64,23 @@ def kill_when(
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
             if ready(output.read_text()):
-                proc.kill()
+                proc.send_signal(sig)
                 break
             time.sleep(0.02)
         proc.wait()
-    assert proc.returncode == -9, f"the run ended before it could be killed:\n{output.read_text()}"
+    expected = 130 if sig == signal.SIGINT else -sig  # Ctrl-C: run.py exits 130
+    assert proc.returncode == expected, f"not ended by {sig.name}:\n{output.read_text()}"
 
 
-def killed_mid_finetuning(run_dir: Path) -> None:
-    """SIGKILL the run once a checkpoint exists and the metrics have gone past it."""
+def killed_mid_finetuning(run_dir: Path, sig: signal.Signals = signal.SIGKILL) -> None:
+    """Send the run ``sig`` once a checkpoint exists and the metrics have gone past it."""
     metrics, checkpoint = run_dir / "metrics.jsonl", run_dir / "checkpoints" / "last.pt"
 
     def past_a_checkpoint(_: str) -> bool:  # initial eval + 3 iterations: past iteration 2
         rows = metrics.read_text().count("\n") if metrics.is_file() else 0
         return checkpoint.is_file() and rows >= 4
 
-    kill_when(RUN, run_dir, past_a_checkpoint, run_dir.parent / f"{run_dir.name}.out")
+    kill_when(RUN, run_dir, past_a_checkpoint, run_dir.parent / f"{run_dir.name}.out", sig=sig)
     assert not (run_dir / "summary.json").exists()
 
 
@@ -99,6 +107,17 @@ def test_killed_run_resumes_to_the_same_numbers(uninterrupted: Path, tmp_path: P
     wandb_runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2
     assert len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1
+
+
+def test_ctrl_c_says_how_to_resume_in_one_line(uninterrupted: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    killed_mid_finetuning(run_dir, signal.SIGINT)
+    output = (tmp_path / "run.out").read_text()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    assert "marvel: interrupted; rerun the same command to resume" in output
+    run_cli(*RUN, f"hydra.run.dir={run_dir}")
+    assert 2 <= read_summary(run_dir)["resumed_from_iteration"] < 16
+    assert run_rows(run_dir) == run_rows(uninterrupted)
 
 
 def test_a_finished_run_is_left_as_it_is(uninterrupted: Path) -> None:
