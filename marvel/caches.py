@@ -125,12 +125,23 @@ def load_pretrained(
             f"differ); {fix}"
         )
     try:
-        return Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
+        pretrained = Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
     except (KeyError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0]
         raise CheckpointError(
             f"{path} holds networks that do not fit ({first_line}); {fix}"
         ) from None
+    nets = {
+        "actor": pretrained.actor,
+        "Q_r": pretrained.reward_critic,
+        "Q_c": pretrained.cost_critic,
+    }
+    bad = [
+        name for name, net in nets.items() if not all(p.isfinite().all() for p in net.parameters())
+    ]
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite weights ({', '.join(bad)}); {fix}")
+    return pretrained
 
 
 def save_pretrained(

@@ -20,6 +20,12 @@ FORMAT = "marvel-checkpoint/2"
 LAST = "last.pt"
 
 
+CHECKPOINT_FIX = (
+    "a run dir's own checkpoint starts over with resume=never; checkpoint= needs a .pt file "
+    "that marvel wrote"
+)
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     state: dict[str, Any],
@@ -33,7 +39,15 @@ def save_checkpoint(
         if before_rename is not None:
             before_rename(tmp)
 
-    return atomic_write(path, write)
+    try:
+        return atomic_write(path, write)
+    except (OSError, RuntimeError) as err:  # a full disk: torch raises RuntimeError
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot write {path} ({first_line}); free space on its filesystem (df -h "
+            f"{Path(path).parent}) and rerun the same command: it resumes from the last "
+            "checkpoint written"
+        ) from None
 
 
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
@@ -52,11 +66,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
+    except pickle.UnpicklingError:  # torch's message would suggest weights_only=False: unsafe
+        raise CheckpointError(
+            f"{file} is not a loadable marvel checkpoint (it holds objects other than tensors, "
+            f"numbers and strings): marvel loads no code from checkpoints; {CHECKPOINT_FIX}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{file} is not a loadable marvel checkpoint ({first_line}); "
-            "it may be truncated or from another program"
+            f"{file} is not a loadable marvel checkpoint ({first_line}); it may be truncated "
+            f"or from another program: {CHECKPOINT_FIX}"
         ) from None
     written = state.get("format") if isinstance(state, dict) else None
     if isinstance(written, str) and written.startswith("marvel-checkpoint/") and written != FORMAT:

@@ -133,9 +133,18 @@ class LaunchChecks(Callback):
         with read_write(job_config), open_dict(job_config):
             del job_config["hydra"]
         try:  # before Hydra creates the run dir or rewrites an existing one's .hydra/
-            preflight(job_config, Path(config.hydra.run.dir))
+            _, task, _ = preflight(job_config, Path(config.hydra.run.dir))
         except MarvelError as err:
             refuse(err)
+        env = next((o[4:] for o in config.hydra.overrides.task if o.startswith("env=")), None)
+        if job_config.stage == "evaluate" and env is not None and env != task.name:
+            refuse(
+                MarvelError(
+                    f"checkpoint={job_config.checkpoint} was trained on {task.name}, not "
+                    f"env={env}: stage=evaluate runs the checkpoint's task (drop env= or pass "
+                    f"env={task.name})"
+                )
+            )
         check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
         try:  # before Hydra writes .hydra/ and run.log into it
             own_dir(config.hydra.run.dir, "hydra.run.dir")

@@ -107,8 +107,10 @@ def _nan_reward(rewards: np.ndarray) -> np.ndarray:
         (_with(observations=lambda o: o[:, :5], next_observations=lambda o: o[:, :5]), "(600, 8)"),
         (_with(rewards=_nan_reward), "rewards holds NaN or Inf"),
         (_with(**{k: (lambda a: a[:0]) for k in DSRL_KEYS}), "zero transitions"),
+        (_with(actions=lambda a: 2.0 * a), "outside the action space [-1, 1]"),
+        (lambda data, path: path.mkdir(), "is a directory, not a dataset file"),
     ],
-    ids=["missing", "text", "missing-key", "obs-shape", "nan", "empty"],
+    ids=["missing", "text", "missing-key", "obs-shape", "nan", "empty", "actions", "a-dir"],
 )
 def test_bad_file_raises_dataset_error(
     make, fragment: str, data: dict[str, np.ndarray], tmp_path: Path

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from marvel import pipeline
-from marvel.checkpoint import FORMAT, load_checkpoint
+from marvel.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from marvel.errors import CheckpointError, NumericalFault
 from marvel.fsutil import locked, own_dir, release_dir, sha256_file
 from marvel.sac_lag import OnlineLearner
@@ -281,3 +281,76 @@ def test_owning_a_dir_twice_in_one_process_is_a_no_op(tmp_path: Path) -> None:
     holder = hold_dir(tmp_path)  # another process may own it now
     holder.kill()
     holder.wait()
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's error on a full disk becomes one line saying how to go on; no partial file."""
+
+    def disk_full(obj, path) -> None:
+        Path(path).write_bytes(b"half")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0\nmore"
+        )
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError) as raised:
+        save_checkpoint(tmp_path / "last.pt", {"x": 1})
+    message = str(raised.value)
+    assert "\n" not in message and "free space" in message and "rerun the same command" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "resume=never"),  # a truncated checkpoint
+        (b"not a checkpoint", "resume=never"),
+    ],
+)
+def test_an_unloadable_checkpoint_names_the_way_out(
+    tmp_path: Path, content: bytes | None, fragment: str
+) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"x": torch.zeros(1000)})
+    path.write_bytes(path.read_bytes()[:200] if content is None else content)
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(path)
+    assert fragment in str(raised.value) and "weights_only" not in str(raised.value)
+
+
+def test_a_pickled_object_gets_no_advice_to_run_its_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "x": Path("p")}, path)
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(path)
+    assert "weights_only" not in str(raised.value)
+    assert "marvel loads no code from checkpoints" in str(raised.value)
+
+
+def test_pretrained_entry_with_non_finite_weights_is_refused(
+    smoke_cache: Path, tmp_path: Path
+) -> None:
+    def nan_weights(dataset: Path, model: Path) -> None:
+        state = torch.load(model, weights_only=True)
+        next(iter(state["pretrained"]["cost_critic"].values())).fill_(float("nan"))
+        torch.save(state, model)
+        record = json.loads(model.with_suffix(".json").read_text())
+        model.with_suffix(".json").write_text(json.dumps({**record, "sha256": sha256_file(model)}))
+
+    proc = run_on_copy(smoke_cache, tmp_path, nan_weights)
+    assert_clean_error(proc, "holds non-finite weights (Q_c)", "delete it to pretrain again")
+
+
+def test_evaluate_on_another_env_than_the_checkpoints_is_refused(
+    smoke_cache: Path, tmp_path: Path
+) -> None:
+    """stage=evaluate runs the checkpoint's task; an env= that names another is refused."""
+    (model,) = (smoke_cache / "pretrained").glob("*.pt")
+    run_dir = tmp_path / "run"
+    command = ("stage=evaluate", f"checkpoint={model}", *SMOKE, f"hydra.run.dir={run_dir}")
+    proc = run_cli(*command, "env=CarRun", check=False)
+    assert_clean_error(proc, "was trained on BallCircle, not env=CarRun", "env=BallCircle")
+    assert not run_dir.exists()
+    run_cli(*command)  # no env=: the checkpoint's own task

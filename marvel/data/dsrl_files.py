@@ -198,11 +198,14 @@ def _space_shapes(task: TaskSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def validate_dataset(path: str | os.PathLike, task: TaskSpec | str) -> None:
     """Raise DatasetError, naming the file and the fix, unless ``path`` is a usable DSRL file for
-    ``task``: HDF5, every DSRL key, shapes of the task, one length, finite values, not empty."""
+    ``task``: HDF5, every DSRL key, shapes of the task, one length, finite values, actions in
+    [-1, 1], not empty."""
     path, spec = Path(path), as_task(task)
     name = spec.name
     obs_shape, act_shape = _space_shapes(spec)
     fix = f"replace it with a good copy (a DSRL download: delete it and run again), {COLLECT_HINT}"
+    if path.is_dir():
+        raise DatasetError(f"{path} is a directory, not a dataset file; pass its HDF5 file")
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist; check the path, {COLLECT_HINT}")
     if not h5py.is_hdf5(path):
@@ -235,6 +238,12 @@ def validate_dataset(path: str | os.PathLike, task: TaskSpec | str) -> None:
                 values = f[key][:]
                 if values.dtype.kind == "f" and not np.isfinite(values).all():
                     raise DatasetError(f"{path}: {key} holds NaN or Inf values; {fix}")
+            largest = float(np.abs(f["actions"][:]).max())
+            if largest > 1.0 + 1e-6:
+                raise DatasetError(
+                    f"{path}: actions reach {largest:.3g}, outside the action space [-1, 1] of "
+                    f"{name}'s policies; rescale them to [-1, 1]"
+                )
     except OSError as err:
         raise DatasetError(f"{path} is a truncated or corrupt HDF5 file ({err}); {fix}") from err
 
