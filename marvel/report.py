@@ -19,8 +19,10 @@ each preset's final and last-third scores and cumulative online cost, and a verd
    Monte-Carlo costs (METHOD.md section 3, "Diagnostic"), mean over Marvel's seeds, on random
    actions as the paper's table has it (the dataset's actions shown beside).
 
-Where Marvel fails claim 1 or 2 the page lists its run's own diagnostics, and the sentence given
-for that suite and task in ``--notes`` (a YAML mapping ``<suite label>/<task>`` to text).
+A task where no preset's mean final normalized reward reaches 0.05 gets no verdict (nothing
+learnt, so nothing to compare). Where Marvel fails claim 1 or 2 the page lists its runs' own
+diagnostics, and the sentence given for that suite and task in ``--notes`` (a YAML mapping
+``<suite label>/<task>`` to text).
 Runs made under different numerics, two runs of one (suite, task, preset, algorithm, seed) and
 runs of one preset that differ in any other setting are refused: they never pool.
 """
@@ -60,6 +62,7 @@ BULLET_TASKS = (
 MAIN_ALGOS = ("cpq", "none")  # the main table: on top of CPQ, and from scratch
 ABLATIONS = ("marvel", "vpa_pid", "vpa_only", "apid_only")  # not baselines of claim 2
 BUDGET_ORDER = ("smoke", "default", "paper")
+LEARNS = 0.05  # a task where no preset's mean final normalized reward reaches it: no verdict
 BOOKKEEPING = ("budget.seeds", "resume", "eval_envs", "stage", "numerics")  # never pooled apart
 CLAIMS = (
     ("under_limit", "Marvel under the limit"),
@@ -230,6 +233,10 @@ def verdicts(
     out: dict[str, dict[str, Any]] = {}
     if marvel is None:
         return {name: {"holds": None, "why": "Marvel not run"} for name, _ in CLAIMS}
+    best = max(entry["reward"][0] for entry in entries.values())
+    if best < LEARNS:
+        why = f"no preset learns: best reward {best:.2f}"
+        return {name: {"holds": None, "why": why} for name, _ in CLAIMS}
     cost = marvel["cost"][0]
     out["under_limit"] = {"holds": cost <= 1.0, "why": f"cost {cost:.2f}"}
     safe_baselines = {
@@ -474,7 +481,8 @@ def render(
         + "; ".join(f"{i + 1}. {text}" for i, (_, text) in enumerate(CLAIMS))
         + ". Claim 2's baselines are the presets other than Marvel and its ablations (vpa_pid, "
         "vpa_only, apid_only); claim 4 needs the VPA diagnostic, which Drone tasks skip (their "
-        "agent cannot be placed).",
+        "agent cannot be placed). A task where no preset's mean final normalized reward reaches "
+        f"{LEARNS} gets no verdict (n/a): nothing was learnt there to compare.",
         "",
         "The velocity tasks (`sweeps/envs_velocity.yaml`) are not yet run.",
     ]
