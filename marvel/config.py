@@ -246,7 +246,9 @@ def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def check_leaves(cfg: Any) -> None:
     """Rules that follow from a key's name, for every value of the config: numbers finite,
     learning rates (``*_lr``) > 0, seeds (``seed``, ``*.seed``) integers >= 0 (or null where
-    null means "the run's seed"), thread counts >= 0."""
+    null means "the run's seed"), thread counts >= 0, counts and sizes (``*batch_size``,
+    ``num_*``, ``*_rollouts``, ...) >= 1, layer lists non-empty, quantiles and
+    fractions in [0, 1], scales, widths, temperatures, weights and clips > 0."""
     values = {
         key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         for key, node in cfg.items_ex(resolve=True)
@@ -264,6 +266,19 @@ def check_leaves(cfg: Any) -> None:
             )
         if name.endswith("threads"):
             _check(value >= 0, key, f"must be >= 0 (0: automatic), got {value}")
+        counts = ("batch_size", "_rollouts", "_latent_dim", "log_every", "_per_iteration")
+        if (name.endswith(counts) or name.startswith("num_")) and isinstance(value, int):
+            _check(value >= 1, key, f"must be >= 1, got {value}")
+        if name.endswith("hidden_sizes"):
+            _check(
+                bool(value) and all(isinstance(n, int) and n >= 1 for n in value),
+                key,
+                f"must list at least one layer width >= 1, got {value}",
+            )
+        if name.endswith(("quantile", "_fraction")):
+            _check(0 <= value <= 1, key, f"must be in [0, 1], got {value}")
+        if name.endswith(("sigma", "_scale", "temperature", "_weight", "_clip")):
+            _check(value > 0, key, f"must be > 0, got {value}")
 
 
 def validate(cfg: Any) -> None:
@@ -317,6 +332,11 @@ def validate(cfg: Any) -> None:
         "count sums in another order); pass numerics=native to use more",
     )
     _check(cfg.env.cost_limit >= 0, "env.cost_limit", f"must be >= 0, got {cfg.env.cost_limit}")
+    _check(
+        cfg.env.max_episode_steps is None or cfg.env.gym_id is not None,
+        "env.max_episode_steps",
+        f"{cfg.env.name}'s episode length is DSRL's; the setting is for your own env (env=custom)",
+    )
     _check(
         cfg.env.gym_id is None or cfg.data.source != "dsrl",
         "data.source",

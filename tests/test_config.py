@@ -111,6 +111,13 @@ def test_unknown_option_lists_valid_ones() -> None:
         ("finetune.actor_lr=nan", "finetune.actor_lr: must be a finite number, got nan"),
         ("env.cost_limit=inf", "env.cost_limit: must be a finite number, got inf"),
         ("torch_threads=-1", "torch_threads: must be >= 0"),
+        ("env.networks.hidden_sizes=[]", "env.networks.hidden_sizes: must list at least one"),
+        ("offline.cpq.ood_quantile=1.5", r"offline.cpq.ood_quantile: must be in \[0, 1\]"),
+        ("offline.cpq.batch_size=0", "offline.cpq.batch_size: must be >= 1"),
+        ("vpa.diagnostic_rollouts=0", "vpa.diagnostic_rollouts: must be >= 1"),
+        ("env.networks.num_reward_critics=0", "env.networks.num_reward_critics: must be >= 1"),
+        ("offline.bearl.mmd_sigma=-1", "offline.bearl.mmd_sigma: must be > 0"),
+        ("env.max_episode_steps=0", "the setting is for your own env"),
     ],
 )
 def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
