@@ -67,9 +67,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message would suggest weights_only=False: unsafe
+        what = (
+            "it holds objects other than tensors, numbers and strings, and marvel loads no code "
+            "from checkpoints"
+            if zipfile.is_zipfile(file)
+            else "it is not a torch file"
+        )
         raise CheckpointError(
-            f"{file} is not a loadable marvel checkpoint (it holds objects other than tensors, "
-            f"numbers and strings): marvel loads no code from checkpoints; {CHECKPOINT_FIX}"
+            f"{file} is not a loadable marvel checkpoint ({what}); {CHECKPOINT_FIX}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -118,7 +118,11 @@ def run(cfg: DictConfig, run_dir: Path, sweep: SweepInfo | None = None) -> dict[
     finetuning checkpoint of the same config is resumed from it."""
     device, task, resume = preflight(cfg, run_dir)
     if finished(cfg, resume) and (run_dir / "summary.json").is_file():
-        summary = json.loads((run_dir / "summary.json").read_text())
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except json.JSONDecodeError:
+            log(f"{run_dir}/summary.json is unreadable: writing it again from the run's checkpoint")
+            summary = {}
         if summary.get("status") == "ok":  # nothing to do: its results stand as written
             log(f"{run_dir} holds this run, finished; resume=never starts it over")
             for line in verdict(summary, run_dir):

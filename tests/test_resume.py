@@ -134,6 +134,18 @@ def test_a_finished_run_is_left_as_it_is(uninterrupted: Path) -> None:
     assert all(p in (Path("run.log"), Path(".owner")) or p.parts[0] == ".hydra" for p in changed)
 
 
+def test_an_unreadable_summary_is_written_again(uninterrupted: Path, tmp_path: Path) -> None:
+    """A finished run whose summary.json was truncated: the rerun writes it again from the
+    checkpoint, with the same scores."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    (run_dir / "summary.json").write_text('{"status": "o')
+    proc = run_cli(*RUN, f"hydra.run.dir={run_dir}")
+    assert "summary.json is unreadable: writing it again" in proc.stdout
+    for key in ("eval", "initial_eval", "online", "lagrange"):
+        assert read_summary(run_dir)[key] == read_summary(uninterrupted)[key], key
+
+
 def test_resume_never_starts_over(uninterrupted: Path, tmp_path: Path) -> None:
     """A run dir holding a checkpoint (here: a copy of the finished run) with resume=never runs
     from the start, and its rows replace the old ones."""
