@@ -209,9 +209,11 @@ def test_every_cache_entry_is_checked_before_use(
     assert_clean_error(proc, message, "delete it to")
 
 
-def test_unwritable_output_dir_ends_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["under-a-file", "name-too-long"])
+def test_unwritable_output_dir_ends_with_one_line(tmp_path: Path, where: str) -> None:
     (tmp_path / "a-file").write_text("")
-    proc = run_cli(*SMOKE, f"hydra.run.dir={tmp_path / 'a-file' / 'run'}", check=False)
+    run_dir = tmp_path / "a-file" / "run" if where == "under-a-file" else tmp_path / ("x" * 300)
+    proc = run_cli(*SMOKE, f"hydra.run.dir={run_dir}", check=False)
     assert_clean_error(proc, "cannot write to the output dir", "hydra.run.dir=<a writable dir>")
 
 
