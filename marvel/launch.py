@@ -136,6 +136,13 @@ class LaunchChecks(Callback):
             _, task, _ = preflight(job_config, Path(config.hydra.run.dir))
         except MarvelError as err:
             refuse(err)
+        except OSError as err:  # the run dir's path itself (a name over 255 characters)
+            refuse(
+                MarvelError(
+                    f"cannot write to the output dir {config.hydra.run.dir} "
+                    f"({err.strerror or type(err).__name__}); pass hydra.run.dir=<a writable dir>"
+                )
+            )
         env = next((o[4:] for o in config.hydra.overrides.task if o.startswith("env=")), None)
         if job_config.stage == "evaluate" and env is not None and env != task.name:
             refuse(
