@@ -60,6 +60,8 @@ def kill_when(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
+            # a shell's background job ignores SIGINT, and a child inherits that: restore it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
