@@ -176,14 +176,21 @@ def iqm_estimates(
             )
     rows = []
     for metric in IQM_METRICS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # arch: RandomState is deprecated
-            point, interval = rly.get_interval_estimates(
-                scores[metric],
-                lambda x: np.array([metrics.aggregate_iqm(x)]),
-                reps=reps,
-                random_state=np.random.RandomState(seed),
-            )
+        # arch (under rliable) draws from numpy's global generator whatever random_state says:
+        # seed it for the call, and put the caller's state back
+        global_state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # arch: RandomState deprecated
+                point, interval = rly.get_interval_estimates(
+                    scores[metric],
+                    lambda x: np.array([metrics.aggregate_iqm(x)]),
+                    reps=reps,
+                    random_state=np.random.RandomState(seed),
+                )
+        finally:
+            np.random.set_state(global_state)
         rows += [
             {
                 "metric": metric,
@@ -245,7 +252,7 @@ def plot_iqm(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     axes[0].set_ylim(-0.5, len(methods) - 0.5)
     fig.suptitle(
         f"Interquartile mean of the final scores over {rows[0]['n_envs']} env(s) x seeds "
-        "(stratified-bootstrap 95% CI; seeds per method in iqm.csv)"
+        "(stratified-bootstrap 95% CI)"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=150)

@@ -264,6 +264,29 @@ def test_iqm_reproducible_and_one_seed(multirun: Path) -> None:
         assert row["ci_low"] == row["iqm"] == row["ci_high"] and row["n_seeds"] == 1
 
 
+def test_iqm_confidence_intervals_repeat_exactly() -> None:
+    """Same runs and seed, same intervals (rliable's bootstrap, through arch, draws from numpy's
+    global generator: it is seeded for the call and the caller's state put back)."""
+    rng = np.random.default_rng(7)
+    runs = [
+        RunRecord(
+            env, "a", seed, {"seed": seed}, {k: float(rng.random()) for k in IQM_KEYS}, {}, ""
+        )
+        for env in ("AntRun", "BallRun", "CarRun", "DroneRun")
+        for seed in range(4)
+    ]
+    groups = group_runs(label_methods(runs))
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    first = iqm_estimates(groups, reps=300, seed=0)
+    assert (np.random.get_state()[1] == before).all()
+    assert iqm_estimates(groups, reps=300, seed=0) == first
+    assert first[0]["ci_low"] < first[0]["iqm"] < first[0]["ci_high"]
+
+
+IQM_KEYS = ("normalized_reward", "normalized_cost")
+
+
 def test_iqm_common_methods_smallest_seed_count(capsys: pytest.CaptureFixture[str]) -> None:
     runs = [
         record("a", 0, "BallRun"),
