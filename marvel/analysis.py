@@ -206,6 +206,18 @@ def iqm_estimates(
     return rows
 
 
+def draw_mean_std(
+    axes: tuple[Any, Any], rows: Sequence[Mapping[str, Any]], label: str, color: str
+) -> None:
+    """One method's ``curve_stats`` rows on (reward, cost) axes: the mean, and +- std shaded."""
+    x = [row["update"] for row in rows]
+    for ax, name in zip(axes, ("reward", "cost"), strict=True):
+        mean = np.array([row[f"{name}_mean"] for row in rows])
+        std = np.array([row[f"{name}_std"] for row in rows], dtype=float)  # None: nan
+        ax.plot(x, mean, color=color, label=label)
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+
+
 def plot_curves(env: str, rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Normalized reward and cost against updates, mean +- std per method, cost limit dashed."""
     fig = Figure(figsize=(11, 4))
@@ -214,13 +226,8 @@ def plot_curves(env: str, rows: Sequence[Mapping[str, Any]], path: Path) -> None
     by_method: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by_method[row["method"]].append(row)
-    for method, points in by_method.items():
-        x = [p["update"] for p in points]
-        for ax, name in ((ax_reward, "reward"), (ax_cost, "cost")):
-            mean = np.array([p[f"{name}_mean"] for p in points])
-            std = np.array([p[f"{name}_std"] for p in points], dtype=float)  # None: nan
-            (line,) = ax.plot(x, mean, label=method)
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    for i, (method, points) in enumerate(by_method.items()):
+        draw_mean_std((ax_reward, ax_cost), points, method, f"C{i}")
     ax_cost.axhline(1.0, color="gray", linestyle="--", label="cost limit")
     for ax, name in ((ax_reward, "normalized reward"), (ax_cost, "normalized cost")):
         ax.set_xlabel("policy-gradient updates")

@@ -300,11 +300,6 @@ def validate(cfg: Any) -> None:
         f"must be in [0, 1), got {baselines.offline_fraction}",
     )
     _check(
-        0 <= baselines.jsrl_initial_fraction <= 1,
-        "baselines.jsrl_initial_fraction",
-        f"must be in [0, 1], got {baselines.jsrl_initial_fraction}",
-    )
-    _check(
         baselines.jsrl_initial_fraction == 0 or cfg.offline.algo != "none",
         "baselines.jsrl_initial_fraction",
         "JSRL's guide is the pretrained pi_0: set offline=cpq (or bearl, bcql)",
@@ -431,8 +426,6 @@ def validate(cfg: Any) -> None:
         ("finetune", cfg.finetune),
         ("data.collect.agent", cfg.data.collect.agent),
     ):
-        for key in ("episodes_per_iteration", "updates_per_iteration", "batch_size"):
-            _check(agent[key] >= 1, f"{prefix}.{key}", f"must be >= 1, got {agent[key]}")
         _check(
             1 <= agent.minibatch_size <= agent.batch_size
             and agent.batch_size % agent.minibatch_size == 0,

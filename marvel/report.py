@@ -43,22 +43,13 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from marvel.analysis import curve_stats, iqm_estimates, plot_iqm
+from marvel.analysis import curve_stats, draw_mean_std, iqm_estimates, mean_std, plot_iqm
+from marvel.envs import BULLET_TASKS
 from marvel.errors import AnalysisError
 from marvel.fsutil import unwritable_reason
 from marvel.runs import RunRecord, load_local, method_order, names_method, read_run_files
 
 PROG = "marvel.report"
-BULLET_TASKS = (
-    "AntCircle",
-    "AntRun",
-    "BallCircle",
-    "BallRun",
-    "CarCircle",
-    "CarRun",
-    "DroneCircle",
-    "DroneRun",
-)
 MAIN_ALGOS = ("cpq", "none")  # the main table: on top of CPQ, and from scratch
 ABLATIONS = ("marvel", "vpa_pid", "vpa_only", "apid_only")  # not baselines of claim 2
 BUDGET_ORDER = ("smoke", "default", "paper")
@@ -173,20 +164,16 @@ def last_third(run: Run) -> tuple[float, float]:
 def preset_entry(runs: Sequence[Run]) -> dict[str, Any]:
     """A preset's scores on a task: means and sample stds over its seeds."""
 
-    def stats(values: Sequence[float]) -> list[float | None]:
-        array = np.asarray(values, dtype=float)
-        return [float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else None]
-
     finals = [run.summary["eval"] for run in runs]
     thirds = [last_third(run) for run in runs]
     return {
         "seeds": [run.record.seed for run in runs],
         "updates": sorted({run.summary["online"]["updates"] for run in runs}),
-        "reward": stats([f["normalized_reward"] for f in finals]),
-        "cost": stats([f["normalized_cost"] for f in finals]),
-        "last_third_reward": stats([t[0] for t in thirds]),
-        "last_third_cost": stats([t[1] for t in thirds]),
-        "cumulative_cost": stats([run.summary["online"]["cumulative_cost"] for run in runs]),
+        "reward": mean_std([f["normalized_reward"] for f in finals]),
+        "cost": mean_std([f["normalized_cost"] for f in finals]),
+        "last_third_reward": mean_std([t[0] for t in thirds]),
+        "last_third_cost": mean_std([t[1] for t in thirds]),
+        "cumulative_cost": mean_std([run.summary["online"]["cumulative_cost"] for run in runs]),
         "safe_seeds": sum(f["normalized_cost"] <= 1.0 for f in finals),
         "run_s": float(sum(run.summary["timings"]["total_s"] for run in runs)),
     }
@@ -397,12 +384,7 @@ def plot_suite_curves(by_task: Mapping[str, Mapping[str, Sequence[Run]]], path: 
     for (env, presets), (ax_reward, ax_cost) in zip(by_task.items(), axes, strict=True):
         for i, (preset, runs) in enumerate(presets.items()):
             rows = curve_stats([run.record for run in runs])
-            x = [row["update"] for row in rows]
-            for ax, name in ((ax_reward, "reward"), (ax_cost, "cost")):
-                mean = np.array([row[f"{name}_mean"] for row in rows])
-                std = np.array([row[f"{name}_std"] for row in rows], dtype=float)
-                ax.plot(x, mean, color=f"C{i}", label=f"{preset} ({len(runs)})")
-                ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+            draw_mean_std((ax_reward, ax_cost), rows, f"{preset} ({len(runs)})", f"C{i}")
         ax_cost.axhline(1.0, color="gray", linestyle="--", label="cost limit")
         ax_reward.set_ylabel(f"{env}\nnormalized reward")
         ax_cost.set_ylabel("normalized cost")
@@ -488,7 +470,7 @@ def render(
     ]
     for label, suite in suites.items():
         tasks = suite["tasks"]
-        missing = [t for t in BULLET_TASKS if t not in tasks]
+        missing = sorted(t for t in BULLET_TASKS if t not in tasks)
         lines += ["", f"## {label}", ""]
         if missing:
             lines += [f"Bullet tasks not run in this suite: {', '.join(missing)}.", ""]
