@@ -1,10 +1,13 @@
-"""Dual ascent (METHOD.md section 5): direction, projection, exact SGD numerics, state."""
+"""Lagrange controllers (METHOD.md section 5): dual ascent's direction, projection, exact SGD
+numerics and state; PID and aPID against hand-computed sequences; aPID's gain dynamics."""
 
 from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +18,7 @@ from marvel.lagrange import (
     PIDLagrangian,
     make_controller,
 )
+from marvel.sac_lag import SACLagConfig
 
 
 def test_sgd_step_is_lr_times_error() -> None:
@@ -166,3 +170,121 @@ def test_pid_state_round_trip(cls) -> None:
 def test_factory_builds_every_controller() -> None:
     for name, cls in (("dual", DualAscent), ("pid", PIDLagrangian), ("adaptive", AdaptivePID)):
         assert type(make_controller(ControllerConfig(name=name), 20.0)) is cls
+
+
+# The three behaviours METHOD.md section 5 states for aPID with the released code's defaults
+# (K0 = 5e-6, d = 20, k = 10, a = b = g = 0.05), counted in controller steps; at the default
+# cadence (lambda per minibatch) an iteration is U x batch / minibatch = 5 x 256 / 64 = 20 steps.
+_SCHEDULE = SACLagConfig()
+STEPS_PER_ITERATION = _SCHEDULE.updates_per_iteration * (
+    _SCHEDULE.batch_size // _SCHEDULE.minibatch_size
+)
+K0, FLOOR, CEILING = 5e-6, 5e-6 / 10, 5e-6 * 10  # as AdaptivePID computes its clip bounds
+
+
+def released_apid(**options: Any) -> AdaptivePID:
+    controller = make_controller(ControllerConfig(name="adaptive", **options), cost_limit=20.0)
+    assert isinstance(controller, AdaptivePID) and controller.initial_gains == (K0,) * 3
+    return controller
+
+
+def window_m(apid: AdaptivePID) -> float:
+    """m = mean(W) + 0.1, the window statistic of AdaptivePID.adapt."""
+    return float(np.mean(apid.cost_window)) + 0.1
+
+
+def run_iterations(apid: AdaptivePID, cost: float, iterations: int) -> float:
+    """Feed J_c for whole iterations at the default cadence; returns K_d / K0."""
+    for _ in range(iterations * STEPS_PER_ITERATION):
+        apid.update(cost)
+    return apid.kd / K0
+
+
+def test_apid_kd_only_ratchets_up() -> None:
+    """K_d's factor 1 + g s/m is at least 1: a constant cost leaves it at 1.5 K0 once the window
+    is full, a drop to 0 lifts it, and costs that rise and fall each iteration push it to 10 K0."""
+    assert STEPS_PER_ITERATION == 20 and _SCHEDULE.lambda_update_every == "minibatch"
+    apid = released_apid()
+    assert run_iterations(apid, 25.0, 1) == pytest.approx(1.4905, abs=5e-5)
+    assert run_iterations(apid, 25.0, 4) == pytest.approx(1.5367, abs=5e-5)  # iteration 5
+    assert run_iterations(apid, 25.0, 15) == pytest.approx(1.5367, abs=5e-5)  # iteration 20
+    assert run_iterations(apid, 0.0, 20) == pytest.approx(3.3860, abs=5e-5)
+
+    swinging = released_apid()  # J_c = 25, 0, 25, 0, ... one value per iteration
+    kd = [swinging.kd]
+    for step in range(100 * STEPS_PER_ITERATION):
+        swinging.update(25.0 if step // STEPS_PER_ITERATION % 2 == 0 else 0.0)
+        kd.append(swinging.kd)
+    assert kd == sorted(kd)  # never shrinks, whichever way the cost moves
+    assert kd.index(CEILING) == 167  # 10 K0 at step 167, in iteration 9
+
+
+def test_apid_gains_take_29_steps_to_their_floor_after_a_drop_from_25_to_0() -> None:
+    """From where 20 iterations at J_c = 25 leave them (4.2975 K0), K_p and K_i compound down
+    to K0 / 10 over 29 steps of J_c = 0: 6 factors over 1 while m > d, then positive factors
+    falling from 0.9983 to 0.5691. None is negative: that needs m < d a / (1 + a) = 20/21."""
+    apid = released_apid()
+    for _ in range(20 * STEPS_PER_ITERATION):
+        apid.update(25.0)
+    assert apid.ki / K0 == pytest.approx(4.2975, abs=5e-5) and apid.kp == apid.ki
+    factors = []
+    while apid.ki > FLOOR and len(factors) < 100:
+        ki = apid.ki
+        apid.update(0.0)
+        m = window_m(apid)
+        factors.append(1 + 0.05 * (m - 20.0) / m)
+        if apid.ki > FLOOR:
+            assert apid.ki == pytest.approx(ki * factors[-1], rel=1e-12)  # the factor applied
+    assert len(factors) == 29 and apid.kp == apid.ki == FLOOR
+    assert [round(f, 4) for f in (factors[0], factors[5], factors[6], factors[-1])] == [
+        1.0098,
+        1.0016,
+        0.9983,
+        0.5691,
+    ]
+    assert all(f > 1 for f in factors[:6]) and factors[6:] == sorted(factors[6:], reverse=True)
+
+
+def test_apid_gain_factor_turns_negative_below_m_of_20_over_21() -> None:
+    """Without the floor (gain_clip = inf clips to [0, inf]) the sign shows: after 20 iterations
+    at J_c = 25 and a drop to 0, the factor first goes negative at step 37, where m < 20/21."""
+    apid = released_apid(gain_clip=math.inf)
+    for _ in range(20 * STEPS_PER_ITERATION):
+        apid.update(25.0)
+    for _ in range(36):
+        apid.update(0.0)
+    assert apid.ki > 0.0 and window_m(apid) > 20 / 21
+    apid.update(0.0)
+    assert apid.kp == apid.ki == 0.0 and window_m(apid) < 20 / 21
+
+
+def fresh_apid_gains(cost: float, steps: int) -> list[float]:
+    """K_i after each of the first ``steps`` steps of a fresh controller at a constant J_c."""
+    apid = released_apid()
+    gains = []
+    for _ in range(steps):
+        apid.update(cost)
+        gains.append(apid.ki)
+        assert apid.kp == apid.ki
+    return gains
+
+
+@pytest.mark.parametrize(
+    ("cost", "first_floor_step"),
+    [(0.0, 1), (19.0, 1), (21.0, 3), (25.0, 7), (27.0, 12), (28.0, None)],
+)
+def test_apid_fresh_run_starts_on_the_floor(cost: float, first_floor_step: int | None) -> None:
+    """The window starts as [0], so m starts far below d: a fresh controller at any constant J_c
+    below 27.3 has K_p and K_i at K0 / 10 within its first iteration."""
+    gains = fresh_apid_gains(cost, STEPS_PER_ITERATION)
+    assert next((step for step, ki in enumerate(gains, 1) if ki == FLOOR), None) == first_floor_step
+
+
+def test_apid_fresh_run_at_25_floor_and_way_back() -> None:
+    """At J_c = 25: 0.10137 K0 after 6 steps, K0 / 10 from step 7 to 20 (the first iteration),
+    back at K0 at step 256 (iteration 13). At 28 the floor is missed: the lowest is 0.1102 K0."""
+    gains = fresh_apid_gains(25.0, 20 * STEPS_PER_ITERATION)
+    assert gains[5] / K0 == pytest.approx(0.10137, abs=5e-6)
+    assert [step for step, ki in enumerate(gains, 1) if ki == FLOOR] == list(range(7, 21))
+    assert next(step for step, ki in enumerate(gains, 1) if ki >= K0) == 256
+    assert min(fresh_apid_gains(28.0, STEPS_PER_ITERATION)) / K0 == pytest.approx(0.1102, abs=5e-5)
