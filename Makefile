@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 
 # constraints.txt: the exact versions the tests pass with (every number depends on them). `make
 # lock` re-resolves them in a scratch venv from pyproject.toml's ranges and rewrites the file;
-# then `make test`, and re-record the golden fingerprints if numbers changed (README, Tests).
+# then `make test`, and re-record the golden fingerprints if numbers changed (docs/USAGE.md,
+# Reproducibility).
 LOCK := constraints.txt
 # $(call install,<venv bin>,<constraint flags>): torch first, marvel with its extras, dsrl.
 install = $(1)/pip install -q $(2) torch==2.13.0 && \

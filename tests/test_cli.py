@@ -1,6 +1,6 @@
 """The command line as users run it (``python run.py ...``), at smoke budget: each stage's
-contract, the run dir's files (README, Architecture), and one clear line for each kind of bad
-input."""
+contract, the run dir's files (docs/USAGE.md, "A run and its directory"), and one clear line for
+each kind of bad input."""
 
 from __future__ import annotations
 

@@ -17,14 +17,14 @@ from tests.test_cli import SMOKE
 POINT = ("env=custom", "env.name=HazardPoint", "env.gym_id=tests.hazard_point:HazardPoint")
 
 
-def test_the_readme_example_runs_marvel_on_ball_gather(tmp_path: Path) -> None:
+def test_the_documented_example_runs_marvel_on_ball_gather(tmp_path: Path) -> None:
     """Collection, pretraining, VPA and finetuning on Bullet Safety Gym's Gather, which DSRL
     does not cover; no reference returns, so the rewards are raw and the verdict says so."""
     proc = run_cli(
         "env=custom",
         "env.name=BallGather",
         "env.gym_id=SafetyBallGather-v0",
-        "env.max_episode_steps=100",  # the README's 250, shortened for the test's budget
+        "env.max_episode_steps=100",  # docs/USAGE.md's 250, shortened for the test's budget
         "env.cost_limit=10",
         *SMOKE,
         f"hydra.run.dir={tmp_path}",
