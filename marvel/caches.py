@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from marvel import numerics
 from marvel.checkpoint import load_checkpoint, save_checkpoint
+from marvel.checkpoint_records import PretrainedEntry
 from marvel.data.dsrl_files import DatasetIdentity
 from marvel.envs import TaskSpec
 from marvel.errors import CheckpointError, DatasetError, MarvelError
@@ -116,8 +117,8 @@ def load_pretrained(
         raise CheckpointError(
             f"{path} changed since it was pretrained (SHA-256 differs from its .json); {fix}"
         )
-    state = load_checkpoint(path)
-    recorded = state["spec"] if isinstance(state.get("spec"), dict) else {}
+    entry = load_checkpoint(path, (PretrainedEntry,), fix)
+    recorded = entry.spec if isinstance(entry.spec, dict) else {}
     if recorded != spec:
         differ = sorted(k for k in spec if recorded.get(k) != spec[k])
         raise CheckpointError(
@@ -125,7 +126,7 @@ def load_pretrained(
             f"differ); {fix}"
         )
     try:
-        pretrained = Pretrained.from_state_dict(state["pretrained"], obs_dim, act_dim, device)
+        pretrained = Pretrained.from_state_dict(entry.pretrained, obs_dim, act_dim, device)
     except (KeyError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0]
         raise CheckpointError(
@@ -155,13 +156,8 @@ def save_pretrained(
 
     save_checkpoint(
         path,
-        {
-            "kind": "pretrained",
-            "task": task.name,
-            "task_spec": asdict(task),
-            "dims": dims,
-            "spec": spec,
-            "pretrained": pretrained.state_dict(),
-        },
+        PretrainedEntry(
+            task_spec=asdict(task), dims=dims, spec=spec, pretrained=pretrained.state_dict()
+        ),
         before_rename=record,
     )

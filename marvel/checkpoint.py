@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, safe loads (``weights_only=True``: a shared file cannot run code)."""
+"""Checkpoint files: atomic writes, safe loads (``weights_only=True``: a shared file cannot run
+code) of the records of ``marvel.checkpoint_records``, and a saved policy ready to act."""
 
 from __future__ import annotations
 
@@ -12,30 +13,30 @@ from typing import Any
 
 import torch
 
+from marvel.checkpoint_records import (
+    CHECKPOINT_FIX,
+    CHECKPOINT_KINDS,
+    FORMAT,
+    Checkpoint,
+    FinetuningCheckpoint,
+)
 from marvel.errors import CheckpointError
 from marvel.fsutil import atomic_write
 from marvel.nets import SquashedGaussianActor
 
-FORMAT = "marvel-checkpoint/2"
 LAST = "last.pt"
-
-
-CHECKPOINT_FIX = (
-    "a run dir's own checkpoint starts over with resume=never; checkpoint= needs a .pt file "
-    "that marvel wrote"
-)
 
 
 def save_checkpoint(
     path: str | os.PathLike,
-    state: dict[str, Any],
+    record: Checkpoint,
     before_rename: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically;
-    ``before_rename(tmp)`` sees the whole file before it takes its name (to record its hash)."""
+    """Write ``record`` atomically; ``before_rename(tmp)`` sees the whole file before it takes
+    its name (to record its hash)."""
 
     def write(tmp: Path) -> None:
-        torch.save({"format": FORMAT, **state}, tmp)
+        torch.save({"format": FORMAT, **record.to_state()}, tmp)
         if before_rename is not None:
             before_rename(tmp)
 
@@ -56,8 +57,13 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     return path / "checkpoints" / LAST if path.is_dir() else path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a marvel checkpoint on the CPU; raise CheckpointError with the fix if unusable."""
+def load_checkpoint(
+    path: str | os.PathLike,
+    kinds: tuple[type[Checkpoint], ...] = tuple(CHECKPOINT_KINDS.values()),
+    fix: str = CHECKPOINT_FIX,
+) -> Checkpoint:
+    """The record in the marvel checkpoint at ``path`` (loaded on the CPU), one of ``kinds``;
+    CheckpointError with ``fix`` if unusable."""
     file = resolve_checkpoint_path(path)
     if not file.is_file():
         raise CheckpointError(
@@ -74,13 +80,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             else "it is not a torch file"
         )
         raise CheckpointError(
-            f"{file} is not a loadable marvel checkpoint ({what}); {CHECKPOINT_FIX}"
+            f"{file} is not a loadable marvel checkpoint ({what}); {fix}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"{file} is not a loadable marvel checkpoint ({first_line}); it may be truncated "
-            f"or from another program: {CHECKPOINT_FIX}"
+            f"or from another program: {fix}"
         ) from None
     written = state.get("format") if isinstance(state, dict) else None
     if isinstance(written, str) and written.startswith("marvel-checkpoint/") and written != FORMAT:
@@ -90,19 +96,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         )
     if written != FORMAT:
         raise CheckpointError(f"{file} is not a marvel checkpoint (expected format {FORMAT})")
-    return state
-
-
-def checkpoint_task(path: str | os.PathLike) -> dict[str, Any] | str:
-    """The task the checkpoint at ``path`` was trained on: its recorded spec (``TaskSpec``
-    fields), or the name of a paper task in checkpoints that record only the name."""
-    state = load_checkpoint(path)
-    if "task" not in state:
+    kind = CHECKPOINT_KINDS.get(state.get("kind"))
+    if kind not in kinds:
+        wanted = " or ".join(repr(k.KIND) for k in kinds)
         raise CheckpointError(
-            f"{resolve_checkpoint_path(path)} does not record its task (written by an older "
-            "marvel); evaluate it with the version that wrote it"
+            f"{file} holds a {state.get('kind')!r} checkpoint where a {wanted} one is needed; {fix}"
         )
-    return state.get("task_spec", str(state["task"]))
+    return kind.from_state(state, file, fix)
+
+
+def checkpoint_task(path: str | os.PathLike) -> dict[str, Any]:
+    """The task (``TaskSpec`` fields) that the checkpoint at ``path`` was trained on."""
+    return load_checkpoint(path).task_spec
 
 
 def rng_state() -> dict[str, Any]:
@@ -124,29 +129,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def load_policy(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[SquashedGaussianActor, dict[str, Any]]:
-    """The actor of a finetuning checkpoint or of a pretrained model (a cache entry under
-    ``$MARVEL_CACHE/pretrained/``), ready to act, and the checkpoint's metadata.
+    """The actor of a run dir's checkpoint or of a pretrained model (a cache entry under
+    ``$MARVEL_CACHE/pretrained/``), ready to act, and the checkpoint's metadata (its kind,
+    task, observation and action sizes; a finetuning run's preset and seed).
 
     Raises CheckpointError when the file does not hold a policy this code can rebuild.
     """
-    state = load_checkpoint(path)
+    record = load_checkpoint(path)
     try:
-        obs_dim, act_dim = state["dims"]
-        if state.get("kind") == "pretrained":
-            hidden_sizes = state["pretrained"]["sizes"]["hidden_sizes"]
-            actor_state = state["pretrained"]["actor"]
-        elif state.get("kind") == "pretraining":  # a run in (or done with) its offline stage
-            hidden_sizes = state["spec"]["sizes"]["hidden_sizes"]
-            actor_state = state["learner"]["actor"]
-        else:
-            hidden_sizes = state["sizes"]["hidden_sizes"]
-            actor_state = state["learner"]["agent"]["actor"]
-        actor = SquashedGaussianActor(obs_dim, act_dim, hidden_sizes)
-        actor.load_state_dict(actor_state)
+        actor = SquashedGaussianActor(*record.dims, record.hidden_sizes)
+        actor.load_state_dict(record.actor_state)
     except (KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(
             f"{resolve_checkpoint_path(path)} holds no usable policy ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else err!r})"
         ) from None
-    metadata = {k: state[k] for k in ("kind", "task", "experiment", "seed", "dims") if k in state}
+    metadata = {"kind": record.KIND, "task": record.task, "dims": record.dims}
+    if isinstance(record, FinetuningCheckpoint):
+        metadata |= {"experiment": record.experiment, "seed": record.seed}
     return actor.to(device).eval(), metadata

@@ -8,16 +8,19 @@ import random
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from marvel.checkpoint_records import FinetuningCheckpoint, PretrainingCheckpoint
 from marvel.envs import TaskSpec
 from marvel.errors import MarvelError
 from marvel.logging import RunLogger, run_metadata
-from marvel.resume import resume_axis_step
+from marvel.resume import RunCheckpoint, resume_axis_step
+
+Resumed = TypeVar("Resumed", PretrainingCheckpoint, FinetuningCheckpoint)
 
 LOG = logging.getLogger("marvel")
 
@@ -49,13 +52,13 @@ class RunContext:
     device: torch.device
     task: TaskSpec
     logger: RunLogger
-    resume: dict[str, Any] | None = None  # the checkpoint a resumed run continues from
+    resume: RunCheckpoint | None = None  # the checkpoint a resumed run continues from
     timings: dict[str, float] = field(default_factory=dict)
 
-    def resuming(self, kind: str) -> dict[str, Any] | None:
+    def resuming(self, kind: type[Resumed]) -> Resumed | None:
         """The run dir's checkpoint if the run resumes inside the stage that writes ``kind``
-        (``pretraining`` or ``sac_lag``), else None."""
-        return self.resume if self.resume is not None and self.resume["kind"] == kind else None
+        (``PretrainingCheckpoint`` or ``FinetuningCheckpoint``), else None."""
+        return self.resume if isinstance(self.resume, kind) else None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,7 +101,7 @@ def make_logger(
     task: TaskSpec,
     run_dir: Path,
     sweep: SweepInfo | None,
-    resume: dict[str, Any] | None,
+    resume: RunCheckpoint | None,
 ) -> RunLogger:
     """The run's logger. W&B: grouped by sweep launch (else by experiment), ``job_type`` =
     experiment, tagged with what an ablation compares, so the W&B UI groups them in a click.
@@ -128,6 +131,6 @@ def make_logger(
         name=f"{task.name}__{cfg.experiment}__s{cfg.seed}",
         tags=tags,
         job_type=cfg.experiment,
-        run_id=None if resume is None else resume["wandb_run_id"],
+        run_id=None if resume is None else resume.wandb_run_id,
         resume_at=None if resume is None else resume_axis_step(resume),
     )

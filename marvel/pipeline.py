@@ -21,6 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from marvel import numerics
 from marvel.checkpoint import LAST, checkpoint_task
+from marvel.checkpoint_records import FinetuningCheckpoint
 from marvel.config import validate
 from marvel.context import (
     RunContext,
@@ -67,7 +68,7 @@ def finetune_stages(ctx: RunContext, build: bool) -> dict[str, Any]:
     env = make_env(ctx.task)
     agent = new_agent(ctx, env)
     dataset = None
-    resume = ctx.resuming("sac_lag")
+    resume = ctx.resuming(FinetuningCheckpoint)
     if resume is None:
         summary: dict[str, Any] = {}
         if needs_dataset(ctx):
@@ -79,7 +80,7 @@ def finetune_stages(ctx: RunContext, build: bool) -> dict[str, Any]:
         summary |= aligned_start(ctx, agent, pretrained, dataset, env)
         lambda_0 = lambda_init(cfg, pretrained)
     else:  # everything before finetuning is in the checkpoint
-        summary, lambda_0 = resume["progress"]["summary"], resume["progress"]["lambda_init"]
+        summary, lambda_0 = resume.progress.summary, resume.progress.lambda_init
     replay = None
     if cfg.baselines.offline_fraction > 0:  # hybrid replay samples the offline data online
         replay = dataset if dataset is not None else prepare_dataset(ctx, build=build)

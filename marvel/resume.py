@@ -4,11 +4,11 @@ wrote it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from marvel.checkpoint import LAST, load_checkpoint
+from marvel.checkpoint_records import FinetuningCheckpoint, PretrainingCheckpoint
 from marvel.errors import MarvelError
 from marvel.fsutil import json_digest
 
@@ -25,14 +25,17 @@ def config_digest(cfg: DictConfig) -> str:
     return json_digest(kept)
 
 
-def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+RunCheckpoint = PretrainingCheckpoint | FinetuningCheckpoint
+
+
+def resume_point(cfg: DictConfig, run_dir: Path) -> RunCheckpoint | None:
     """The checkpoint a rerun in ``run_dir`` continues from (``resume=auto`` and a pretraining
     or finetuning checkpoint there), or None to start over."""
     path = run_dir / "checkpoints" / LAST
     if cfg.resume == "never" or cfg.stage not in RESUMABLE_STAGES or not path.is_file():
         return None
-    state = load_checkpoint(path)
-    if state.get("config_digest") != config_digest(cfg):
+    state = load_checkpoint(path, (PretrainingCheckpoint, FinetuningCheckpoint))
+    if state.config_digest != config_digest(cfg):
         raise MarvelError(
             f"{run_dir} holds a run of another config (its checkpoint was written with other "
             "settings); rerun with that run's settings to resume it, with resume=never to start "
@@ -42,15 +45,16 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
-def finished(cfg: DictConfig, resume: dict[str, Any] | None) -> bool:
-    """Whether the finetuning checkpoint ``resume`` is at the end of ``cfg``'s budget."""
-    if resume is None or resume["kind"] != "sac_lag":
-        return False
-    return resume["learner"]["counters"]["iteration"] >= cfg.budget.online_iterations
+def finished(cfg: DictConfig, resume: RunCheckpoint | None) -> bool:
+    """Whether ``resume`` is a finetuning checkpoint at the end of ``cfg``'s budget."""
+    return (
+        isinstance(resume, FinetuningCheckpoint)
+        and resume.iteration >= cfg.budget.online_iterations
+    )
 
 
-def resume_axis_step(checkpoint: dict[str, Any]) -> tuple[str, int]:
+def resume_axis_step(checkpoint: RunCheckpoint) -> tuple[str, int]:
     """The x-axis and step a checkpoint was taken at (its metrics rows end there)."""
-    if checkpoint["kind"] == "pretraining":
-        return "offline/step", checkpoint["step"]
-    return "online/update", checkpoint["learner"]["counters"]["updates"]
+    if isinstance(checkpoint, PretrainingCheckpoint):
+        return "offline/step", checkpoint.step
+    return "online/update", checkpoint.updates

@@ -1,36 +1,24 @@
-"""SAC-Lagrangian: the online finetuning agent and its iteration loop (METHOD.md section 4).
+"""SAC-Lagrangian: the online finetuning agent (METHOD.md section 4).
 
-The agent never imports Hydra: it takes a ``SACLagConfig`` and plain tensors. The multiplier
-lambda comes from a ``marvel.lagrange`` controller that the loop (``OnlineLearner``) owns.
+The agent never imports Hydra: it takes a ``SACLagConfig`` and plain tensors. Its update takes
+lambda as a number (the loop, ``marvel.online.OnlineLearner``, owns the controller) and
+``UpdateHook``s, through which plug-ins (``marvel.baselines``) change the update.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from marvel.data.buffer import Batch, ReplayBuffer
-from marvel.diagnostics import rollout_diagnostics
-from marvel.lagrange import LagrangeController
-from marvel.nets import (
-    adam,
-    frozen,
-    gradient_step,
-    polyak_update,
-)
-from marvel.rollout import Episode, episode_seed, run_episode
+from marvel.data.buffer import Batch
+from marvel.nets import adam, frozen, gradient_step, polyak_update
 from marvel.start import NetworkSizes, Pretrained, build_critics, build_networks
-
-if TYPE_CHECKING:
-    from marvel.baselines import Baseline
 
 LAMBDA_UPDATE_EVERY = ("update", "minibatch", "iteration")
 
@@ -66,6 +54,20 @@ class SACLagConfig:
     # and dual rates were tuned at that cadence), per update, or once per iteration.
     lambda_update_every: str = "minibatch"
     buffer_capacity: int = 1_000_000
+
+
+class UpdateHook(Protocol):
+    """What a plug-in may change in one SAC-Lag update (``marvel.baselines`` implements it)."""
+
+    def target_action(self, next_act: torch.Tensor) -> torch.Tensor:
+        """The next action a' that the critics' targets score (SO2's target noise)."""
+        ...
+
+    def actor_loss(
+        self, agent: SACLag, obs: torch.Tensor
+    ) -> tuple[torch.Tensor | float, dict[str, torch.Tensor]]:
+        """A term added to L_pi and its metrics (KL to pi_0)."""
+        ...
 
 
 class SACLag:
@@ -149,7 +151,7 @@ class SACLag:
         batch: Batch,
         alpha_reward: torch.Tensor | float,
         alpha_cost: torch.Tensor | float,
-        baselines: Sequence[Baseline] = (),
+        hooks: Sequence[UpdateHook] = (),
     ) -> dict[str, torch.Tensor]:
         """One gradient step of both critics towards soft targets under the current actor.
 
@@ -158,16 +160,16 @@ class SACLag:
             y_c = c + gamma (1 - d) [Qbar_c(s', a')        - alpha_c log pi(a'|s')]
             L_Qr = sum_j E (Q_r,j(s,a) - y_r)^2 ;  L_Qc = E (Q_c(s,a) - y_c)^2
         SAC-Lag (METHOD.md section 4) uses alpha_r = alpha, alpha_c = 0; Value Pre-Alignment
-        (section 3) uses its own alpha_r^VPA, alpha_c^VPA with the frozen pi_0. ``baselines``
-        may transform a' (``marvel.baselines``).
+        (section 3) uses its own alpha_r^VPA, alpha_c^VPA with the frozen pi_0. ``hooks`` may
+        transform a'.
         """
         cfg = self.cfg
         obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
         discount = cfg.gamma * (1.0 - batch["done"])
         with torch.no_grad():
             next_act, next_log_prob = self.actor(next_obs)
-            for baseline in baselines:  # SO2's target noise
-                next_act = baseline.target_action(next_act)
+            for hook in hooks:
+                next_act = hook.target_action(next_act)
             next_q_r = self.reward_critic_target(next_obs, next_act).min(0).values
             next_q_c = self.cost_critic_target(next_obs, next_act)[0]
             y_r = cfg.reward_scale * batch["reward"] + discount * (
@@ -183,12 +185,12 @@ class SACLag:
         return {"loss/critic_reward": loss_q_r.detach(), "loss/critic_cost": loss_q_c.detach()}
 
     def update(
-        self, batch: Batch, lam: float, baselines: Sequence[Baseline] = ()
+        self, batch: Batch, lam: float, hooks: Sequence[UpdateHook] = ()
     ) -> dict[str, torch.Tensor]:
         """One SAC-Lag gradient step on a minibatch (METHOD.md section 4); detached losses.
-        ``baselines`` may add terms to L_pi and transform a' (``marvel.baselines``)."""
+        ``hooks`` may add terms to L_pi and transform a'."""
         cfg, alpha, obs = self.cfg, self.alpha, batch["obs"]
-        losses = self.critic_update(batch, alpha, 0.0, baselines)
+        losses = self.critic_update(batch, alpha, 0.0, hooks)
 
         # L_pi = E [-min_j Q_r,j(s, a~) + lambda Q_c(s, a~) + alpha log pi(a~|s)], a~ reparam.
         reward_critic, cost_critic = (
@@ -201,8 +203,8 @@ class SACLag:
             q_r_pi = reward_critic(obs, new_act).min(0).values
             q_c_pi = cost_critic(obs, new_act)[0]
         loss_actor = (-q_r_pi + lam * q_c_pi + alpha * log_prob).mean()
-        for baseline in baselines:  # KL to pi_0
-            term, metrics = baseline.actor_loss(self, obs)
+        for hook in hooks:
+            term, metrics = hook.actor_loss(self, obs)
             loss_actor = loss_actor + term
             losses.update(metrics)
         gradient_step(self.actor_optimizer, loss_actor)
@@ -248,148 +250,3 @@ class SACLag:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.prior_actor.load_state_dict(state["prior_actor"])
-
-
-class OnlineLearner:
-    """The online loop of METHOD.md section 4: each iteration rolls out E episodes with the
-    stochastic policy, then takes U updates, feeding the controller the mean episode cost J_c."""
-
-    def __init__(
-        self,
-        agent: SACLag,
-        controller: LagrangeController,
-        env: gym.Env,
-        buffer: ReplayBuffer,
-        seed: int,
-        baselines: Sequence[Baseline] = (),
-    ) -> None:
-        """``baselines``: the O2O baselines plugged into the loop (``marvel.baselines``; none:
-        Marvel)."""
-        if agent.cfg.lambda_update_every not in LAMBDA_UPDATE_EVERY:
-            raise ValueError(
-                f"lambda_update_every must be one of {LAMBDA_UPDATE_EVERY}, "
-                f"got {agent.cfg.lambda_update_every!r}"
-            )
-        self.agent, self.controller, self.env, self.buffer = agent, controller, env, buffer
-        self.baselines = list(baselines)
-        self.seed = seed
-        self.noise_rng = np.random.default_rng(seed)
-        self.iteration = 0
-        self.updates = 0
-        self.episodes = 0
-        self.env_steps = 0
-        self.cumulative_cost = 0.0
-
-    def rollout(self, num_episodes: int, action_noise: float = 0.0) -> list[Episode]:
-        """Roll out ``num_episodes`` stochastic episodes, each with the policy the baselines
-        choose (pi without them), and add them to the replay buffer."""
-        episodes = []
-        for baseline in self.baselines:
-            baseline.begin_rollout(self.agent, self.iteration)
-        for _ in range(num_episodes):
-            policy = self.agent.actor
-            for baseline in self.baselines:  # JSRL, PEX
-                policy = baseline.episode_policy(policy, self.env.spec.max_episode_steps)
-            episode = run_episode(
-                self.env,
-                policy,
-                self.agent.device,
-                seed=episode_seed(self.seed, self.episodes),
-                action_noise=action_noise,
-                rng=self.noise_rng,
-            )
-            self.buffer.add(episode.transitions)
-            self.episodes += 1
-            self.env_steps += episode.length
-            self.cumulative_cost += episode.cost
-            episodes.append(episode)
-        return episodes
-
-    def improve(self, episode_cost: float) -> dict[str, float]:
-        """U updates, each of batch_size samples split into minibatch_size gradient steps."""
-        cfg, every = self.agent.cfg, self.agent.cfg.lambda_update_every
-        if every == "iteration":
-            self.controller.update(episode_cost)
-        totals: dict[str, torch.Tensor] = {}
-        steps = 0
-        for _ in range(cfg.updates_per_iteration):
-            if every == "update":
-                self.controller.update(episode_cost)
-            batch = self.sample_batch()
-            for start in range(0, cfg.batch_size, cfg.minibatch_size):
-                if every == "minibatch":
-                    self.controller.update(episode_cost)
-                minibatch = {k: v[start : start + cfg.minibatch_size] for k, v in batch.items()}
-                losses = self.agent.update(minibatch, self.controller.lam, self.baselines)
-                for name, value in losses.items():
-                    totals[name] = totals.get(name, 0.0) + value
-                steps += 1
-            self.updates += 1
-        return {name: float(total) / max(steps, 1) for name, total in totals.items()}
-
-    def sample_batch(self) -> Batch:
-        """One update's ``batch_size`` transitions: a baseline's (hybrid replay), else uniform
-        from the online buffer."""
-        cfg = self.agent.cfg
-        for baseline in self.baselines:
-            batch = baseline.sample_batch(self.buffer, cfg.batch_size, cfg.minibatch_size)
-            if batch is not None:
-                return batch
-        return self.buffer.sample(cfg.batch_size)
-
-    def iteration_step(self) -> dict[str, float]:
-        """One iteration; returns its metrics row (METHOD.md section 4; metric names as in the
-        README's Metrics section)."""
-        cfg = self.agent.cfg
-        start = time.perf_counter()
-        episodes = self.rollout(cfg.episodes_per_iteration)
-        rollout_s = time.perf_counter() - start
-        baseline_metrics = {k: v for b in self.baselines for k, v in b.rollout_metrics().items()}
-        episode_cost = float(np.mean([e.cost for e in episodes]))
-        diagnostics = rollout_diagnostics(self.agent, episodes, self.controller.lam)
-        start = time.perf_counter()
-        losses = self.improve(episode_cost)
-        update_s = time.perf_counter() - start
-        self.iteration += 1
-        return {
-            "online/iteration": self.iteration,
-            "online/env_steps": self.env_steps,
-            "train/episode_reward": float(np.mean([e.reward for e in episodes])),
-            "train/episode_cost": episode_cost,
-            "train/cumulative_cost": self.cumulative_cost,
-            "train/alpha": float(self.agent.alpha),
-            **losses,
-            **diagnostics,
-            **self.controller.terms(),
-            **baseline_metrics,
-            "perf/env_steps_per_s": sum(e.length for e in episodes) / max(rollout_s, 1e-9),
-            "perf/updates_per_s": cfg.updates_per_iteration / max(update_s, 1e-9),
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent.state_dict(),
-            "controller": self.controller.state_dict(),
-            "buffer": self.buffer.state_dict(),
-            "baselines": [baseline.state_dict() for baseline in self.baselines],
-            "noise_rng": self.noise_rng.bit_generator.state,
-            "counters": {
-                "iteration": self.iteration,
-                "updates": self.updates,
-                "episodes": self.episodes,
-                "env_steps": self.env_steps,
-                "cumulative_cost": self.cumulative_cost,
-            },
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.controller.load_state_dict(state["controller"])
-        self.buffer.load_state_dict(state["buffer"])
-        for baseline, saved in zip(self.baselines, state["baselines"], strict=True):
-            baseline.load_state_dict(saved)
-        self.noise_rng.bit_generator.state = state["noise_rng"]
-        counters = state["counters"]
-        self.iteration, self.updates = int(counters["iteration"]), int(counters["updates"])
-        self.episodes, self.env_steps = int(counters["episodes"]), int(counters["env_steps"])
-        self.cumulative_cost = float(counters["cumulative_cost"])

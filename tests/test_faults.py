@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from marvel import pipeline
-from marvel.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from marvel.checkpoint import load_checkpoint, save_checkpoint
+from marvel.checkpoint_records import FORMAT, PretrainedEntry
 from marvel.errors import CheckpointError, NumericalFault
 from marvel.fsutil import locked, own_dir, release_dir, sha256_file
-from marvel.sac_lag import OnlineLearner
+from marvel.online import OnlineLearner
 from tests.helpers import (
     ROOT,
     assert_clean_error,
@@ -28,6 +29,11 @@ from tests.helpers import (
 )
 
 SMOKE = ("budget=smoke", "logger=none")
+
+
+def tensor_entry(tensor: torch.Tensor) -> PretrainedEntry:
+    """A checkpoint record holding ``tensor``, for tests of the file layer."""
+    return PretrainedEntry({"name": "BallCircle"}, [1, 1], {}, {"x": tensor})
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
@@ -57,7 +63,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
     summary = read_summary(tmp_path)
     assert summary["status"] == "failed"
     assert summary["fault"] == {"stage": "finetuning", "step": 15, "keys": ["loss/critic_cost"]}
-    assert load_checkpoint(tmp_path)["learner"]["counters"]["iteration"] == 2
+    assert load_checkpoint(tmp_path).iteration == 2
     assert [row["online/update"] for row in read_metrics(tmp_path)] == [0, 5, 10]
 
 
@@ -298,7 +304,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line(
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(CheckpointError) as raised:
-        save_checkpoint(tmp_path / "last.pt", {"x": 1})
+        save_checkpoint(tmp_path / "last.pt", tensor_entry(torch.zeros(1)))
     message = str(raised.value)
     assert "\n" not in message and "free space" in message and "rerun the same command" in message
     assert list(tmp_path.iterdir()) == []
@@ -315,7 +321,7 @@ def test_an_unloadable_checkpoint_names_the_way_out(
     tmp_path: Path, content: bytes | None, fragment: str
 ) -> None:
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"x": torch.zeros(1000)})
+    save_checkpoint(path, tensor_entry(torch.zeros(1000)))
     path.write_bytes(path.read_bytes()[:200] if content is None else content)
     with pytest.raises(CheckpointError) as raised:
         load_checkpoint(path)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from marvel.baselines import BaselinesConfig, JumpStartRL, PolicyExpansion, make_baselines
-from marvel.checkpoint import load_policy, save_checkpoint
+from marvel.checkpoint import load_checkpoint, load_policy, rng_state, save_checkpoint
+from marvel.checkpoint_records import FinetuneProgress, FinetuningCheckpoint
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.diagnostics import rollout_diagnostics
@@ -20,8 +21,9 @@ from marvel.envs import make_env, space_dims, task_spec
 from marvel.evaluate import evaluate, make_eval_envs
 from marvel.lagrange import DualAscent
 from marvel.nets import gaussian_kl
+from marvel.online import OnlineLearner
 from marvel.rollout import JumpStart
-from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
+from marvel.sac_lag import SACLag, SACLagConfig
 from marvel.start import NetworkSizes
 from tests.helpers import random_batch
 
@@ -110,15 +112,36 @@ def test_state_dict_round_trip_is_strict() -> None:
 
 
 def test_load_policy_rebuilds_the_actor_at_the_recorded_sizes(tmp_path: Path) -> None:
-    """A finetuning checkpoint records the networks' sizes beside the learner's state."""
-    torch.manual_seed(0)
-    agent = SACLag(5, 2, small_config(), NetworkSizes([16], [8, 8], 3), CPU)
-    state = {"kind": "sac_lag", "dims": [5, 2], "sizes": dataclasses.asdict(agent.sizes)}
-    save_checkpoint(tmp_path / "last.pt", {**state, "learner": {"agent": agent.state_dict()}})
+    """A finetuning checkpoint records the networks' sizes beside the learner's state, and
+    reads back as the record that was written."""
+    sizes = NetworkSizes([16], [8, 8], 3)
+    learner, agent = make_learner(0, small_config(), sizes)
+    record = FinetuningCheckpoint(
+        task_spec={"name": "BallRun"},
+        experiment="marvel",
+        seed=0,
+        dims=[agent.obs_dim, agent.act_dim],
+        config_digest="digest",
+        agent_config=dataclasses.asdict(agent.cfg),
+        sizes=dataclasses.asdict(sizes),
+        learner=learner.state(),
+        rng=rng_state(),
+        wandb_run_id=None,
+        progress=FinetuneProgress({}, 0.0, {}, {}),
+    )
+    save_checkpoint(tmp_path / "last.pt", record)
     actor, meta = load_policy(tmp_path / "last.pt")
-    obs = torch.randn(3, 5)
-    assert meta["kind"] == "sac_lag"
+    obs = torch.randn(3, agent.obs_dim)
+    assert meta == {
+        "kind": "sac_lag",
+        "task": "BallRun",
+        "dims": record.dims,
+        "experiment": "marvel",
+        "seed": 0,
+    }
     assert torch.equal(actor.act(obs, True), agent.actor.act(obs, True))
+    loaded = load_checkpoint(tmp_path / "last.pt")
+    assert loaded.learner.counters == record.learner.counters and loaded.sizes == record.sizes
 
 
 def make_learner(

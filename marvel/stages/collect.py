@@ -23,8 +23,9 @@ from marvel.data.hdf5_io import episode_returns, save_cr_plot, write_dsrl_hdf5
 from marvel.envs import TaskSpec, make_env, space_dims
 from marvel.fsutil import atomic_write_json, sha256_file
 from marvel.lagrange import DualAscent
+from marvel.online import OnlineLearner
 from marvel.rollout import Episode
-from marvel.sac_lag import OnlineLearner, SACLag
+from marvel.sac_lag import SACLag
 
 
 def curriculum_cost_limit(cfg: CollectConfig, progress: float) -> float:

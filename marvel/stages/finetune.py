@@ -14,14 +14,16 @@ from tqdm import tqdm
 
 from marvel.baselines import make_baselines
 from marvel.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
+from marvel.checkpoint_records import FinetuneProgress, FinetuningCheckpoint
 from marvel.context import RunContext, derived_seed, log, seed_everything
 from marvel.data.buffer import ReplayBuffer
 from marvel.envs import space_dims
 from marvel.errors import check_finite
 from marvel.evaluate import EvalResult, evaluate, make_eval_envs
 from marvel.lagrange import make_controller
+from marvel.online import OnlineLearner
 from marvel.resume import config_digest
-from marvel.sac_lag import OnlineLearner, SACLag
+from marvel.sac_lag import SACLag
 from marvel.stages.dataset import Dataset
 
 
@@ -75,16 +77,16 @@ def finetune(
         return evaluate(agent.actor, eval_envs, task, cfg.budget.eval_episodes, cfg.seed, device)
 
     start = time.perf_counter()
-    resume = ctx.resuming("sac_lag")
+    resume = ctx.resuming(FinetuningCheckpoint)
     if resume is None:
         initial = run_eval()  # the starting policy's score, at update 0
         ctx.logger.log({"online/env_steps": 0, **initial.metrics(), **controller.terms()}, step=0)
         result = initial
     else:
-        learner.load_state_dict(resume["learner"])
-        set_rng_state(resume["rng"])
-        initial = EvalResult(**resume["progress"]["initial_eval"])
-        result = EvalResult(**resume["progress"]["last_eval"])
+        learner.load_state(resume.learner)
+        set_rng_state(resume.rng)
+        initial = EvalResult(**resume.progress.initial_eval)
+        result = EvalResult(**resume.progress.last_eval)
         log(f"resuming at iteration {learner.iteration} of {iterations} from {LAST}")
     resumed_from = learner.iteration if resume is not None else None
     bar = tqdm(total=iterations, initial=learner.iteration, desc=f"finetune {task.name}", unit="it")
@@ -105,26 +107,24 @@ def finetune(
         if (i + 1) % cfg.budget.checkpoint_every == 0 or last:
             save_checkpoint(
                 ctx.run_dir / "checkpoints" / LAST,
-                {
-                    "kind": "sac_lag",
-                    "task": task.name,
-                    "task_spec": asdict(task),
-                    "experiment": cfg.experiment,
-                    "seed": cfg.seed,
-                    "dims": [obs_dim, act_dim],
-                    "config_digest": config_digest(cfg),
-                    "agent_config": asdict(agent_cfg),
-                    "sizes": asdict(agent.sizes),
-                    "learner": learner.state_dict(),
-                    "rng": rng_state(),
-                    "wandb_run_id": ctx.logger.run_id,
-                    "progress": {
-                        "summary": start_summary,
-                        "lambda_init": float(lambda_init),
-                        "initial_eval": asdict(initial),
-                        "last_eval": asdict(result),
-                    },
-                },
+                FinetuningCheckpoint(
+                    task_spec=asdict(task),
+                    experiment=cfg.experiment,
+                    seed=cfg.seed,
+                    dims=[obs_dim, act_dim],
+                    config_digest=config_digest(cfg),
+                    agent_config=asdict(agent_cfg),
+                    sizes=asdict(agent.sizes),
+                    learner=learner.state(),
+                    rng=rng_state(),
+                    wandb_run_id=ctx.logger.run_id,
+                    progress=FinetuneProgress(
+                        summary=start_summary,
+                        lambda_init=float(lambda_init),
+                        initial_eval=asdict(initial),
+                        last_eval=asdict(result),
+                    ),
+                ),
             )
     bar.close()
     ctx.timings["finetune_s"] = time.perf_counter() - start

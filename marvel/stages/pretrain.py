@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from marvel.caches import load_pretrained, pretrained_path, pretrained_spec, save_pretrained
 from marvel.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
+from marvel.checkpoint_records import PretrainingCheckpoint
 from marvel.context import RunContext, log, seed_everything
 from marvel.data.buffer import ReplayBuffer
 from marvel.errors import MarvelError
@@ -50,12 +51,12 @@ def pretrain(
         dataset.arrays, ctx.device, cfg.offline.seed, cfg.bootstrap_through_time_limit
     )
     done, last = 0, None
-    resume = ctx.resuming("pretraining")
-    if resume is not None and resume["spec"] == spec:
-        learner.load_state_dict(resume["learner"])
-        buffer.generator.set_state(resume["sampler"])
-        set_rng_state(resume["rng"])
-        done, last = resume["step"], resume["last"]
+    resume = ctx.resuming(PretrainingCheckpoint)
+    if resume is not None and resume.spec == spec:
+        learner.load_state_dict(resume.learner)
+        buffer.generator.set_state(resume.sampler)
+        set_rng_state(resume.rng)
+        done, last = resume.step, resume.last
         log(f"resuming pretraining at step {done} of {cfg.offline.steps}")
     with tqdm(total=cfg.offline.steps, initial=done, desc=f"pretrain {algo}") as bar:
 
@@ -64,20 +65,18 @@ def pretrain(
             bar.update(step - bar.n)
             save_checkpoint(
                 ctx.run_dir / "checkpoints" / LAST,
-                {
-                    "kind": "pretraining",
-                    "task": task.name,
-                    "task_spec": asdict(task),
-                    "dims": dims,
-                    "config_digest": config_digest(cfg),
-                    "wandb_run_id": ctx.logger.run_id,
-                    "spec": spec,
-                    "step": step,
-                    "learner": learner.state_dict(),
-                    "sampler": buffer.generator.get_state(),
-                    "rng": rng_state(),
-                    "last": metrics,
-                },
+                PretrainingCheckpoint(
+                    task_spec=asdict(task),
+                    dims=dims,
+                    config_digest=config_digest(cfg),
+                    wandb_run_id=ctx.logger.run_id,
+                    spec=spec,
+                    step=step,
+                    learner=learner.state_dict(),
+                    sampler=buffer.generator.get_state(),
+                    rng=rng_state(),
+                    last=metrics,
+                ),
             )
 
         return train_offline(
