@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from marvel.report import main, sweep_commands, verdicts
+from marvel.report.page import main, sweep_commands, verdicts
 from tests.helpers import job_dirs, read_metrics, read_summary
 
 

@@ -1,5 +1,5 @@
-"""A W&B workspace for one sweep, as code: ``python -m marvel.dashboard --entity E --project P
---group G`` (``wandb login`` first).
+"""A W&B workspace for one sweep, as code: ``python -m marvel.analysis.dashboard --entity E
+--project P --group G`` (``wandb login`` first).
 
 The workspace shows the runs of W&B group ``G`` (a sweep launch: marvel groups a multirun's runs
 as ``<sweep>:<date>/<time>``), grouped by experiment (mean and std over seeds), against
@@ -15,6 +15,7 @@ import sys
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
+PROG = "marvel.analysis.dashboard"
 X_AXIS = "online/update"  # the paper's x-axis: policy-gradient updates
 GROUP_BY = "experiment"  # marvel's W&B config key of the method (also the runs' job_type)
 
@@ -88,7 +89,7 @@ def build_workspace(entity: str, project: str, group: str, name: str | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m marvel.dashboard", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__)
     parser.add_argument("--entity", required=True, help="W&B entity (user or team)")
     parser.add_argument("--project", default="marvel", help="W&B project (default: marvel)")
     parser.add_argument("--group", required=True, help="W&B group of the runs (a sweep launch)")
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         workspace.save()
     except Exception as err:  # no login, no network, no such project: one line, no traceback
-        print(f"marvel.dashboard: error: could not save the workspace ({err})", file=sys.stderr)
+        print(f"{PROG}: error: could not save the workspace ({err})", file=sys.stderr)
         return 2
     print(f"workspace saved: {workspace.url}")
     return 0

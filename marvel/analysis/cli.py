@@ -4,8 +4,8 @@
 (``summary.json`` with stage ``all`` or ``finetune``, found recursively) with its
 ``metrics.jsonl`` and resolved ``.hydra/config.yaml``;
 ``python -m marvel.analysis <one run dir> [--out A]`` draws that run's own curves instead
-(``marvel.run_plot``: reward, cost with the limit, lambda, Q estimates against returns, the actor
-loss's two sides, KL to pi_0 and entropy) into ``A/curves.png`` (default: the run dir);
+(``marvel.analysis.run_plot``: reward, cost with the limit, lambda, Q estimates against returns,
+the actor loss's two sides, KL to pi_0 and entropy) into ``A/curves.png`` (default: the run dir);
 ``python -m marvel.analysis --wandb ENTITY/PROJECT --group G --out A`` reads the same data
 through the W&B public API. Runs are grouped by (env, method); the method is the ``experiment``
 plus ``key=value`` for each config leaf that varies among that experiment's runs on the env
@@ -43,10 +43,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from marvel.errors import AnalysisError
-from marvel.fsutil import unwritable_reason
-from marvel.run_plot import plot_run
-from marvel.runs import (
+from marvel.analysis.run_plot import plot_run
+from marvel.analysis.runs import (
     FINAL_KEYS,
     PROG,
     RUN_FILES,
@@ -58,7 +56,9 @@ from marvel.runs import (
     method_order,
     warn,
 )
-from marvel.tables import latex_tables, markdown_tables
+from marvel.analysis.tables import latex_tables, markdown_tables
+from marvel.errors import AnalysisError
+from marvel.fsutil import unwritable_reason
 
 IQM_METRICS = ("normalized_reward", "normalized_cost")
 
@@ -406,7 +406,3 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"  {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -43,11 +43,11 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from marvel.analysis import curve_stats, draw_mean_std, iqm_estimates, mean_std, plot_iqm
+from marvel.analysis.cli import curve_stats, draw_mean_std, iqm_estimates, mean_std, plot_iqm
+from marvel.analysis.runs import RunRecord, load_local, method_order, names_method, read_run_files
 from marvel.envs import BULLET_TASKS
 from marvel.errors import AnalysisError
 from marvel.fsutil import unwritable_reason
-from marvel.runs import RunRecord, load_local, method_order, names_method, read_run_files
 
 PROG = "marvel.report"
 MAIN_ALGOS = ("cpq", "none")  # the main table: on top of CPQ, and from scratch
@@ -632,7 +632,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The reproduction report (``python -m marvel.report``)."""
