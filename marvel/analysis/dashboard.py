@@ -15,6 +15,9 @@ import sys
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
+from marvel.analysis.command import run_command
+from marvel.errors import AnalysisError
+
 PROG = "marvel.analysis.dashboard"
 X_AXIS = "online/update"  # the paper's x-axis: policy-gradient updates
 GROUP_BY = "experiment"  # marvel's W&B config key of the method (also the runs' job_type)
@@ -88,6 +91,15 @@ def build_workspace(entity: str, project: str, group: str, name: str | None = No
     )
 
 
+def save(workspace: ws.Workspace) -> str:
+    """Save ``workspace`` to W&B; returns the line that says where it is."""
+    try:
+        workspace.save()
+    except Exception as err:  # no login, no network, no such project: one line, no traceback
+        raise AnalysisError(f"could not save the workspace ({err})") from err
+    return f"workspace saved: {workspace.url}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__)
     parser.add_argument("--entity", required=True, help="W&B entity (user or team)")
@@ -96,13 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="workspace name (default: 'marvel: <group>')")
     args = parser.parse_args(argv)
     workspace = build_workspace(args.entity, args.project, args.group, args.name)
-    try:
-        workspace.save()
-    except Exception as err:  # no login, no network, no such project: one line, no traceback
-        print(f"{PROG}: error: could not save the workspace ({err})", file=sys.stderr)
-        return 2
-    print(f"workspace saved: {workspace.url}")
-    return 0
+    return run_command(PROG, "the workspace", lambda: save(workspace))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import sys
 
-from marvel.report.page import main
+from marvel.report.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())
