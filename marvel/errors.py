@@ -39,7 +39,8 @@ class DirInUseError(MarvelError):
 
 
 class AnalysisError(MarvelError):
-    """Nothing to analyse (no runs, a missing directory): the message says where."""
+    """Nothing to analyse (no runs, a missing directory) or a result that cannot be saved: the
+    message says where."""
 
 
 class NumericalFault(MarvelError):

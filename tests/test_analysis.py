@@ -17,17 +17,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from marvel.analysis import (
-    group_runs,
-    iqm_estimates,
-    main,
-    mark_safe_and_best,
-    mean_std,
-    result_rows,
-)
-from marvel.report import main as report_main
-from marvel.runs import RunRecord, label_methods, load_local, runs_from_wandb
-from marvel.tables import latex_tables, markdown_tables
+from marvel.analysis.cli import main, result_rows
+from marvel.analysis.runs import RunRecord, label_methods, load_local, runs_from_wandb
+from marvel.analysis.stats import group_runs, iqm_estimates, mark_safe_and_best, mean_std
+from marvel.analysis.tables import latex_tables, markdown_tables
+from marvel.report.cli import main as report_main
 from tests.helpers import ROOT, read_metrics, read_summary
 
 ABLATION = ("marvel", "vpa_pid", "vpa_only", "apid_only", "warm_start", "from_scratch")

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from marvel.report import main, sweep_commands, verdicts
+from marvel.report.cli import main
+from marvel.report.suites import sweep_commands
+from marvel.report.verdicts import verdicts
 from tests.helpers import job_dirs, read_metrics, read_summary
 
 

@@ -1,5 +1,5 @@
-"""A W&B workspace for one sweep, as code: ``python -m marvel.dashboard --entity E --project P
---group G`` (``wandb login`` first).
+"""A W&B workspace for one sweep, as code: ``python -m marvel.analysis.dashboard --entity E
+--project P --group G`` (``wandb login`` first).
 
 The workspace shows the runs of W&B group ``G`` (a sweep launch: marvel groups a multirun's runs
 as ``<sweep>:<date>/<time>``), grouped by experiment (mean and std over seeds), against
@@ -15,6 +15,10 @@ import sys
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
+from marvel.analysis.command import run_command
+from marvel.errors import AnalysisError
+
+PROG = "marvel.analysis.dashboard"
 X_AXIS = "online/update"  # the paper's x-axis: policy-gradient updates
 GROUP_BY = "experiment"  # marvel's W&B config key of the method (also the runs' job_type)
 
@@ -87,21 +91,24 @@ def build_workspace(entity: str, project: str, group: str, name: str | None = No
     )
 
 
+def save(workspace: ws.Workspace) -> str:
+    """Save ``workspace`` to W&B; returns the line that says where it is."""
+    try:
+        workspace.save()
+    except Exception as err:  # no login, no network, no such project: one line, no traceback
+        raise AnalysisError(f"could not save the workspace ({err})") from err
+    return f"workspace saved: {workspace.url}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m marvel.dashboard", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__)
     parser.add_argument("--entity", required=True, help="W&B entity (user or team)")
     parser.add_argument("--project", default="marvel", help="W&B project (default: marvel)")
     parser.add_argument("--group", required=True, help="W&B group of the runs (a sweep launch)")
     parser.add_argument("--name", help="workspace name (default: 'marvel: <group>')")
     args = parser.parse_args(argv)
     workspace = build_workspace(args.entity, args.project, args.group, args.name)
-    try:
-        workspace.save()
-    except Exception as err:  # no login, no network, no such project: one line, no traceback
-        print(f"marvel.dashboard: error: could not save the workspace ({err})", file=sys.stderr)
-        return 2
-    print(f"workspace saved: {workspace.url}")
-    return 0
+    return run_command(PROG, "the workspace", lambda: save(workspace))
 
 
 if __name__ == "__main__":

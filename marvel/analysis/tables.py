@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from marvel.runs import method_order
+from marvel.analysis.runs import method_order
 
 
 def _seeds_note(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
