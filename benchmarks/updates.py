@@ -21,7 +21,8 @@ from marvel.lagrange import DualAscent
 from marvel.offline.bcql import BCQL, BCQLConfig
 from marvel.offline.bearl import BEARL, BEARLConfig
 from marvel.offline.cpq import CPQ, CPQConfig
-from marvel.sac_lag import OnlineLearner, SACLag, SACLagConfig
+from marvel.online import OnlineLearner
+from marvel.sac_lag import SACLag, SACLagConfig
 from marvel.start import NetworkSizes
 from suite import BUFFER_SIZE, SEED, Sizes, compare, random_transitions, timed_rates
 

@@ -108,7 +108,7 @@ class OnlineLearner:
 
     def iteration_step(self) -> dict[str, float]:
         """One iteration; returns its metrics row (METHOD.md section 4; metric names as in the
-        README's Metrics section)."""
+        docs/USAGE.md's metrics section)."""
         cfg = self.agent.cfg
         start = time.perf_counter()
         episodes = self.rollout(cfg.episodes_per_iteration)
