@@ -2,9 +2,8 @@
 your own env (``env=custom``: any gymnasium id or ``module:Class`` whose steps report a cost).
 
 The paper's tasks come in two families: Bullet Safety Gym's Circle/Run tasks, and
-Safety-Gymnasium's velocity tasks rebuilt on gymnasium's MuJoCo v4 envs (``safety-gymnasium``
-itself does not install on Python 3.11; the MuJoCo packages are the optional extra
-``marvel[mujoco]``). Every constant about a paper task (episode length, reference returns for
+Safety-Gymnasium's velocity tasks rebuilt on gymnasium's MuJoCo v4 envs (``marvel.velocity``).
+Every constant about a paper task (episode length, reference returns for
 normalization) is read from ``dsrl.infos`` at run time, never copied, so marvel scores agree with
 DSRL's by construction.
 """
@@ -47,6 +46,7 @@ with real_std_streams():
     from bullet_safety_gym.envs.builder import EnvironmentBuilder  # registers the Safety*-v0 envs
 
 from marvel.errors import MarvelError, MissingExtraError, UnknownTaskError  # noqa: E402
+from marvel.velocity import VELOCITY_CONSTRAINTS, VelocityCost  # noqa: E402
 
 try:  # after bullet-safety-gym, which dsrl wraps; dsrl creates DSRL_DATASET_DIR at import
     from dsrl import infos as dsrl_infos
@@ -68,36 +68,6 @@ BULLET_TASKS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class VelocityConstraint:
-    """Safety-Gymnasium's velocity constraint (safety-gymnasium 0.4.0, which dsrl 0.1.0 pins:
-    ``safety_gymnasium/tasks/safety_velocity/*_v1.py``; unchanged since): a step costs 1 when
-    the agent's velocity exceeds ``threshold``, else 0. The velocity is the forward x-velocity
-    of the root, (x_after - x_before) / dt, or for Ant the speed of the torso's centre of mass
-    in the xy-plane; gymnasium's v4 envs report both in ``info`` computed exactly so, and their
-    rewards, terminations and observations are those Safety-Gymnasium inherits."""
-
-    gym_id: str
-    threshold: float
-    planar: bool = False  # speed in the xy-plane (Ant) instead of the forward x-velocity
-
-    def velocity(self, info: dict[str, Any]) -> float:
-        if self.planar:
-            return float(np.hypot(info["x_velocity"], info["y_velocity"]))
-        return float(info["x_velocity"])
-
-    def cost(self, info: dict[str, Any]) -> float:
-        return float(self.velocity(info) > self.threshold)
-
-
-# The v1 thresholds, the version DSRL's files were recorded on (SafetyXVelocityGymnasium-v1).
-VELOCITY_CONSTRAINTS: dict[str, VelocityConstraint] = {
-    "HalfCheetahVelocity": VelocityConstraint("HalfCheetah-v4", 3.2096),
-    "HopperVelocity": VelocityConstraint("Hopper-v4", 0.7402),
-    "SwimmerVelocity": VelocityConstraint("Swimmer-v4", 0.2282),
-    "Walker2dVelocity": VelocityConstraint("Walker2d-v4", 2.3415),
-    "AntVelocity": VelocityConstraint("Ant-v4", 2.6222, planar=True),
-}
 VELOCITY_TASKS: tuple[str, ...] = tuple(VELOCITY_CONSTRAINTS)
 TASKS: tuple[str, ...] = BULLET_TASKS + VELOCITY_TASKS
 CUSTOM = "custom"  # the env config of your own env (conf/env/custom.yaml), and its default name
@@ -228,10 +198,8 @@ def task_from_config(env_cfg: Any) -> TaskSpec:
     )
 
 
-def task_from_record(record: str | dict[str, Any], cost_limit: float) -> TaskSpec:
-    """The task a checkpoint records (its spec, or the name of a paper task), at ``cost_limit``."""
-    if isinstance(record, str):
-        return task_spec(record, cost_limit)
+def task_from_record(record: dict[str, Any], cost_limit: float) -> TaskSpec:
+    """The task a checkpoint records (``TaskSpec`` fields), at ``cost_limit``."""
     _check_cost_limit(cost_limit)
     return dataclasses.replace(TaskSpec(**record), cost_limit=float(cost_limit))
 
@@ -262,23 +230,6 @@ class ReproducibleReset(gym.Wrapper):
             world.bc.restoreState(world.stored_state_id)
         world.agent.apply_action(np.zeros(world.action_space.shape))
         return self.env.reset(seed=seed, options=options)
-
-
-class VelocityCost(gym.Wrapper):
-    """Adds Safety-Gymnasium's per-step velocity cost to a gymnasium MuJoCo env's ``info``.
-
-    No reset wrapper is needed here: a MuJoCo reset clears the whole simulator state and draws
-    the initial state from the env's own seeded RNG, so an episode depends on its seed alone.
-    """
-
-    def __init__(self, env: gym.Env, constraint: VelocityConstraint) -> None:
-        super().__init__(env)
-        self.constraint = constraint
-
-    def step(self, action: np.ndarray):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        info["cost"] = self.constraint.cost(info)
-        return obs, reward, terminated, truncated, info
 
 
 def gym_make(gym_id: str, max_episode_steps: int) -> gym.Env:

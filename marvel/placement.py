@@ -12,14 +12,10 @@ import torch
 from bullet_safety_gym.envs import agents, tasks
 from gymnasium.wrappers import TimeLimit
 
-from marvel.envs import (
-    VELOCITY_CONSTRAINTS,
-    VELOCITY_TASKS,
-    check_task,
-    step_cost,
-)
+from marvel.envs import VELOCITY_TASKS, check_task, step_cost
 from marvel.errors import MissingExtraError
 from marvel.rollout import Policy
+from marvel.velocity import VELOCITY_CONSTRAINTS
 
 BULLET_PLACEABLE_TASKS: tuple[str, ...] = (
     "BallCircle",

@@ -15,8 +15,9 @@ import pytest
 
 from marvel import envs
 from marvel.data.dsrl_files import dsrl_file_name, load_dsrl_dataset, validate_dataset
-from marvel.envs import VELOCITY_CONSTRAINTS, VELOCITY_TASKS, make_env
+from marvel.envs import VELOCITY_TASKS, make_env
 from marvel.errors import DatasetError, MissingExtraError
+from marvel.velocity import VELOCITY_CONSTRAINTS
 from tests.helpers import ROOT, read_metrics, read_summary, run_cli
 
 SMOKE = ("budget=smoke",)
