@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.diagnostics import rollout_diagnostics
 from marvel.lagrange import LagrangeController
+from marvel.losses import bellman_target, critic_loss
 from marvel.nets import (
     adam,
     frozen,
@@ -162,22 +162,25 @@ class SACLag:
         may transform a' (``marvel.baselines``).
         """
         cfg = self.cfg
-        obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
-        discount = cfg.gamma * (1.0 - batch["done"])
+        obs, act, next_obs, done = batch["obs"], batch["act"], batch["next_obs"], batch["done"]
         with torch.no_grad():
             next_act, next_log_prob = self.actor(next_obs)
             for baseline in baselines:  # SO2's target noise
                 next_act = baseline.target_action(next_act)
             next_q_r = self.reward_critic_target(next_obs, next_act).min(0).values
             next_q_c = self.cost_critic_target(next_obs, next_act)[0]
-            y_r = cfg.reward_scale * batch["reward"] + discount * (
-                next_q_r - alpha_reward * next_log_prob
+            y_r = bellman_target(
+                cfg.reward_scale * batch["reward"],
+                done,
+                cfg.gamma,
+                next_q_r - alpha_reward * next_log_prob,
             )
-            y_c = batch["cost"] + discount * (next_q_c - alpha_cost * next_log_prob)
+            y_c = bellman_target(
+                batch["cost"], done, cfg.gamma, next_q_c - alpha_cost * next_log_prob
+            )
 
-        q_r = self.reward_critic(obs, act)
-        loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
-        loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
+        loss_q_r = critic_loss(self.reward_critic(obs, act), y_r)
+        loss_q_c = critic_loss(self.cost_critic(obs, act), y_c)
         gradient_step(self.reward_critic_optimizer, loss_q_r)
         gradient_step(self.cost_critic_optimizer, loss_q_c)
         return {"loss/critic_reward": loss_q_r.detach(), "loss/critic_cost": loss_q_c.detach()}
