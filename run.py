@@ -14,11 +14,13 @@ from marvel import numerics
 from marvel.errors import MarvelError
 
 try:  # one line, even for --help: a bad numerics= (fixed before numpy and torch load:
-    # marvel/numerics.py), an unusable DSRL_DATASET_DIR (it stops the imports)
+    # marvel/numerics.py), an unusable DSRL_DATASET_DIR (it stops the imports), a value
+    # outside its setting's choices
     mode = numerics.from_command_line(sys.argv[1:])
     if mode is not None:
         numerics.select(mode)
-    from marvel.config import register_configs
+    from marvel.choices import refuse_bad_choices
+    from marvel.config import MarvelConfig, register_configs
     from marvel.fsutil import own_dir, release_dir
     from marvel.launch import (
         clear_failure,
@@ -26,6 +28,8 @@ try:  # one line, even for --help: a bad numerics= (fixed before numpy and torch
         refuse,
         torch_threads_for_job,
     )
+
+    refuse_bad_choices(MarvelConfig, sys.argv[1:])
 except MarvelError as err:
     print(f"marvel: error: {err}", file=sys.stderr)
     sys.exit(2)

@@ -70,6 +70,11 @@ def test_qc_threshold_matches_hand_computation() -> None:
     assert qc_threshold(20.0, 200, 1.0) == 20.0  # undiscounted: the episodic limit itself
 
 
+def test_unknown_ood_penalty_is_refused() -> None:
+    with pytest.raises(ValueError, match="OODPenalty 'paper'; valid: target, differentiable"):
+        CPQConfig(ood_penalty="paper")
+
+
 def test_learner_thresholds_use_scaled_cost_limit() -> None:
     cfg = CPQConfig(vae_hidden_sizes=[16], cost_scale=2.0)
     learner = CPQ(3, 2, SIZES, cfg, COST_LIMIT, EPISODE_LEN, CPU)

@@ -6,7 +6,6 @@ step, BEAR's and BCQ's soft-clipped targets, and the training loop that ends in 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -14,6 +13,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from marvel.choices import plain_dict
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.errors import check_finite
 from marvel.losses import MetricWindow, bellman_target, critic_loss
@@ -229,7 +229,7 @@ def pretrained_from(learner: Any, algo: str, lagrange_multiplier: float) -> Pret
         actor_optimizer=copy.deepcopy(learner.actor_optimizer.state_dict()),
         lagrange_multiplier=float(lagrange_multiplier),
         sizes=learner.sizes,
-        config=dataclasses.asdict(learner.cfg),
+        config=plain_dict(learner.cfg),
     )
 
 

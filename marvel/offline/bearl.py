@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from marvel.choices import Choice
 from marvel.data.buffer import Batch
 from marvel.nets import adam, frozen, gradient_step, polyak_update, sqrt
 from marvel.offline.base import (
@@ -45,7 +46,12 @@ from marvel.offline.base import (
 )
 from marvel.start import NetworkSizes, Pretrained
 
-KERNELS = ("gaussian", "laplacian")
+
+class MMDKernel(Choice):
+    """The MMD's kernel k (``offline.bearl.kernel``): on the squared L2 or the L1 distance."""
+
+    gaussian = "gaussian"
+    laplacian = "laplacian"
 
 
 @dataclass
@@ -66,7 +72,7 @@ class BEARLConfig:
     target_mix: float = 0.75
     # MMD support constraint MMD(beta(.|s), pi(.|s)) <= target_mmd_thresh between
     # num_mmd_samples pre-tanh samples of each, with a kernel of width mmd_sigma.
-    kernel: str = "gaussian"  # or "laplacian"
+    kernel: MMDKernel = MMDKernel.gaussian
     mmd_sigma: float = 50.0
     num_mmd_samples: int = 10  # OSRL: num_samples_mmd_match
     target_mmd_thresh: float = 0.05
@@ -90,8 +96,11 @@ class BEARLConfig:
     cost_scale: float = 1.0
     batch_size: int = 512  # what the caller passes to train_offline
 
+    def __post_init__(self) -> None:  # the Python API's string (a wrong one raises)
+        self.kernel = MMDKernel(self.kernel)
 
-def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
+
+def mmd(x: torch.Tensor, y: torch.Tensor, kernel: MMDKernel | str, sigma: float) -> torch.Tensor:
     """BEAR's MMD estimate between sample sets x (B, N, d) and y (B, M, d), one per row (B,).
 
         MMD(x, y) = sqrt( mean_{i,i'} k(x_i, x_i') + mean_{j,j'} k(y_j, y_j')
@@ -101,12 +110,11 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str, sigma: float) -> torch.Te
     (gaussian) or exp(-||u - v||_1 / (2 sigma)) (laplacian). sigma enters unsquared, as in
     BEAR's and OSRL's code; the 1e-6 keeps the square root differentiable at 0.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown MMD kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+    kernel = MMDKernel(kernel)
 
     def mean_kernel(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         diff = u.unsqueeze(2) - v.unsqueeze(1)  # (B, N, M, d)
-        dist = diff.pow(2).sum(-1) if kernel == "gaussian" else diff.abs().sum(-1)
+        dist = diff.pow(2).sum(-1) if kernel == MMDKernel.gaussian else diff.abs().sum(-1)
         return torch.exp(-dist / (2.0 * sigma)).mean((1, 2))
 
     return sqrt(mean_kernel(x, x) + mean_kernel(y, y) - 2.0 * mean_kernel(x, y) + 1e-6)
@@ -135,8 +143,6 @@ class BEARL(OfflineLearnerBase):
         episode_len: int,
         device: torch.device,
     ) -> None:
-        if cfg.kernel not in KERNELS:
-            raise ValueError(f"unknown MMD kernel {cfg.kernel!r}; valid: {', '.join(KERNELS)}")
         # pi, Q_r, Q_c, Qbar_r, Qbar_c, the critics' optimizers, l
         super().__init__(obs_dim, act_dim, sizes, cfg, cost_limit, episode_len, device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)

@@ -34,11 +34,21 @@ from dataclasses import dataclass, field
 
 import torch
 
+from marvel.choices import Choice
 from marvel.data.buffer import Batch
 from marvel.losses import bellman_target, critic_loss
 from marvel.nets import ConditionalVAE, adam, frozen, gradient_step, polyak_update
 from marvel.offline.base import OfflineLearnerBase, pretrained_from
 from marvel.start import NetworkSizes, Pretrained
+
+
+class OODPenalty(Choice):
+    """E_nu Q_c of the OOD penalty (``offline.cpq.ood_penalty``): OSRL's (target Q_c under
+    no_grad: only alpha moves), or the CPQ paper's form through the current Q_c, which
+    diverges (module docstring)."""
+
+    target = "target"
+    differentiable = "differentiable"
 
 
 @dataclass
@@ -64,9 +74,10 @@ class CPQConfig:
     reward_scale: float = 0.1  # as in finetuning (METHOD.md section 1) and OSRL's config
     cost_scale: float = 1.0
     batch_size: int = 512  # what the caller passes to train_offline
-    # target: OSRL's OOD penalty (target Q_c under no_grad; only alpha moves); differentiable:
-    # the CPQ paper's form through the current Q_c, which diverges (module docstring)
-    ood_penalty: str = "target"
+    ood_penalty: OODPenalty = OODPenalty.target
+
+    def __post_init__(self) -> None:  # the Python API's string (a wrong one raises)
+        self.ood_penalty = OODPenalty(self.ood_penalty)
 
 
 class CPQ(OfflineLearnerBase):
@@ -158,7 +169,7 @@ class CPQ(OfflineLearnerBase):
         ``ood_quantile`` of all K B candidates. Returns (states, candidates, mask), (K B, .)."""
         cfg = self.cfg
         ood_obs = obs.repeat(cfg.sample_action_num, 1)  # (K B, obs_dim): K copies
-        if cfg.ood_penalty == "target":  # OSRL: samples of the pre-tanh Gaussian
+        if cfg.ood_penalty == OODPenalty.target:  # OSRL: samples of the pre-tanh Gaussian
             mu, log_std = self.actor.distribution(ood_obs)
             ood_act = mu + log_std.exp() * torch.randn_like(mu)
         else:
@@ -180,7 +191,7 @@ class CPQ(OfflineLearnerBase):
         """
         ood_obs, ood_act, ood = self.ood_actions(batch["obs"])
         loss_q_c = critic_loss(self.cost_critic(batch["obs"], batch["act"]), y_c)
-        if self.cfg.ood_penalty == "target":
+        if self.cfg.ood_penalty == OODPenalty.target:
             with torch.no_grad():
                 q_c_ood = (self.cost_critic_target(ood_obs, ood_act)[0] * ood).mean()
         else:
