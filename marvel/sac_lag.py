@@ -169,15 +169,10 @@ class SACLag:
                 next_act = baseline.target_action(next_act)
             next_q_r = self.reward_critic_target(next_obs, next_act).min(0).values
             next_q_c = self.cost_critic_target(next_obs, next_act)[0]
-            y_r = bellman_target(
-                cfg.reward_scale * batch["reward"],
-                done,
-                cfg.gamma,
-                next_q_r - alpha_reward * next_log_prob,
-            )
-            y_c = bellman_target(
-                batch["cost"], done, cfg.gamma, next_q_c - alpha_cost * next_log_prob
-            )
+            next_v_r = next_q_r - alpha_reward * next_log_prob  # the soft values of s'
+            next_v_c = next_q_c - alpha_cost * next_log_prob
+            y_r = bellman_target(cfg.reward_scale * batch["reward"], done, cfg.gamma, next_v_r)
+            y_c = bellman_target(batch["cost"], done, cfg.gamma, next_v_c)
 
         loss_q_r = critic_loss(self.reward_critic(obs, act), y_r)
         loss_q_c = critic_loss(self.cost_critic(obs, act), y_c)
