@@ -52,7 +52,9 @@ def main(cfg: DictConfig) -> None:
         return
     # a sweep's job: a failure is recorded in its dir and the sweep goes on (LaunchChecks lists
     # the failed jobs at the end and exits non-zero)
-    if cfg.torch_threads == 0 and cfg.numerics == "native":  # a fair share of the CPUs per job
+    # a fair share of the CPUs per job under native numerics: the process's mode (the job's
+    # config is checked, and refused if it asks for another, when the job runs)
+    if cfg.torch_threads == 0 and numerics.in_effect() == "native":
         cfg.torch_threads = torch_threads_for_job(hydra_cfg.launcher)
     try:  # a job's dir has one owner too (a single run pointed at it is refused)
         own_dir(run_dir, "hydra.sweep.dir")
