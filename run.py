@@ -14,11 +14,13 @@ from marvel import numerics
 from marvel.errors import MarvelError
 
 try:  # one line, even for --help: a bad numerics= (fixed before numpy and torch load:
-    # marvel/numerics.py), an unusable DSRL_DATASET_DIR (it stops the imports)
+    # marvel/numerics.py), an unusable DSRL_DATASET_DIR (it stops the imports), a value
+    # outside its setting's choices
     mode = numerics.from_command_line(sys.argv[1:])
     if mode is not None:
         numerics.select(mode)
-    from marvel.config import register_configs
+    from marvel.choices import refuse_bad_choices
+    from marvel.config import MarvelConfig, register_configs
     from marvel.fsutil import own_dir, release_dir
     from marvel.launch import (
         clear_failure,
@@ -26,6 +28,8 @@ try:  # one line, even for --help: a bad numerics= (fixed before numpy and torch
         refuse,
         torch_threads_for_job,
     )
+
+    refuse_bad_choices(MarvelConfig, sys.argv[1:])
 except MarvelError as err:
     print(f"marvel: error: {err}", file=sys.stderr)
     sys.exit(2)
@@ -48,7 +52,9 @@ def main(cfg: DictConfig) -> None:
         return
     # a sweep's job: a failure is recorded in its dir and the sweep goes on (LaunchChecks lists
     # the failed jobs at the end and exits non-zero)
-    if cfg.torch_threads == 0 and cfg.numerics == "native":  # a fair share of the CPUs per job
+    # a fair share of the CPUs per job under native numerics: the process's mode (the job's
+    # config is checked, and refused if it asks for another, when the job runs)
+    if cfg.torch_threads == 0 and numerics.in_effect() == "native":
         cfg.torch_threads = torch_threads_for_job(hydra_cfg.launcher)
     try:  # a job's dir has one owner too (a single run pointed at it is refused)
         own_dir(run_dir, "hydra.sweep.dir")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from marvel import numerics
 from marvel.checkpoint import load_checkpoint, save_checkpoint
 from marvel.checkpoint_records import PretrainedEntry
+from marvel.choices import plain_dict
 from marvel.data.dsrl_files import DatasetIdentity
 from marvel.envs import TaskSpec
 from marvel.errors import CheckpointError, DatasetError, MarvelError
@@ -92,7 +93,7 @@ def pretrained_spec(cfg: DictConfig, task: TaskSpec, dataset_sha256: str) -> dic
         "numerics": numerics.identity(),
         "task": task.name,
         "algo": algo,
-        "config": asdict(OmegaConf.to_object(cfg.offline[algo])),
+        "config": plain_dict(OmegaConf.to_object(cfg.offline[algo])),
         "steps": cfg.offline.steps,
         "sizes": asdict(OmegaConf.to_object(cfg.env.networks)),
         "cost_limit": task.cost_limit,

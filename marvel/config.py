@@ -1,8 +1,10 @@
 """Structured-config schemas for every config group, registered with Hydra's ConfigStore.
 
 conf/config.yaml extends ``marvel_schema`` (the "Structured Config schema" pattern), so a
-misspelt key or a wrong type in any YAML file or override fails at start with Hydra's message.
-``validate`` then checks the ranges a type cannot express.
+misspelt key, a wrong type or a value outside a ``Choice`` field's set, in any YAML file or
+override, fails at start with Hydra's message (run.py refuses the last in one line first:
+``marvel.choices.refuse_bad_choices``). ``validate`` then checks the ranges a type cannot
+express.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
 from marvel.baselines import BaselinesConfig
+from marvel.choices import Choice, interpolation_refused
 from marvel.data.dsrl_files import DEFAULT_HF_REPO, DEFAULT_MIRRORS
 from marvel.errors import ConfigError
-from marvel.lagrange import CONTROLLERS, ControllerConfig
-from marvel.numerics import MODES as NUMERICS_MODES
+from marvel.lagrange import ControllerConfig
+from marvel.logging import LoggerBackend, WandbMode
+from marvel.numerics import Numerics
 from marvel.offline import OFFLINE_ALGORITHMS
 from marvel.offline.bcql import BCQLConfig
 from marvel.offline.bearl import BEARLConfig
@@ -30,11 +35,35 @@ from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLagConfig
 from marvel.start import NetworkSizes
 from marvel.vpa import VPA_STARTS, VPAConfig
 
-STAGES = ("collect", "pretrain", "finetune", "evaluate", "all")
 OFFLINE_ALGOS = ("none", *OFFLINE_ALGORITHMS)  # none: from scratch
-DATA_SOURCES = ("auto", "dsrl", "collect")
-RESUME = ("auto", "never")
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+
+
+class Stage(Choice):
+    """How far a run goes (``stage``): the dataset, pi_0, finetuning from the cache, a saved
+    policy's evaluation, or everything."""
+
+    collect = "collect"
+    pretrain = "pretrain"
+    finetune = "finetune"
+    evaluate = "evaluate"
+    all = "all"
+
+
+class DataSource(Choice):
+    """Where the offline data come from (``data.source``): DSRL's file when it can be had, else
+    collected (auto), DSRL's only, or collected only."""
+
+    auto = "auto"
+    dsrl = "dsrl"
+    collect = "collect"
+
+
+class Resume(Choice):
+    """What a run dir holding a checkpoint of the same config does (``resume``)."""
+
+    auto = "auto"
+    never = "never"
 
 
 @dataclass
@@ -105,7 +134,7 @@ class CollectConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "auto"  # auto | dsrl | collect; data.path=FILE uses that file instead
+    source: DataSource = DataSource.auto  # data.path=FILE uses that file instead
     path: str | None = None
     # DSRL's Hugging Face dataset repo (null: skip it), then URL mirrors tried in order
     # ({file} = the file name from dsrl.infos.DATASET_URLS)
@@ -136,8 +165,8 @@ class OfflineConfig:
 
 @dataclass
 class LoggerConfig:
-    backend: str = "wandb"  # wandb | none
-    mode: str = "offline"  # offline (default: no account needed) | online | disabled
+    backend: LoggerBackend = LoggerBackend.wandb
+    mode: WandbMode = WandbMode.offline  # offline (the default) needs no account
     project: str = "marvel"
     entity: str | None = None
     dir: str | None = None  # the W&B files' parent dir; None: the run dir
@@ -180,17 +209,17 @@ class MarvelConfig:
     experiment: str = MISSING  # the preset's name (conf/experiment/)
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    stage: str = "all"  # collect | pretrain | finetune | evaluate | all
+    stage: Stage = Stage.all
     checkpoint: str | None = None  # stage=evaluate: a run dir or a .pt file
     # portable: the same numbers on every x86-64 CPU with AVX2 and any core count; native: the
     # CPU's fastest code and several threads, numbers that depend on both (marvel/numerics.py)
-    numerics: str = "portable"
+    numerics: Numerics = Numerics.portable
     # 0: automatic (portable: one; native: torch's default for a single run, a fair share of the
     # CPUs per job under a parallel launcher: marvel.launch.torch_threads_for_job)
     torch_threads: int = 0
     # auto: a run dir holding a finetuning checkpoint of the same config resumes from it;
     # never: start over (the dir's metrics and checkpoint are replaced)
-    resume: str = "auto"
+    resume: Resume = Resume.auto
     # evaluation episodes run this many at a time, one env per worker process when > 1
     # (the scores are the same for any value: marvel/evaluate.py)
     eval_envs: int = 1
@@ -249,11 +278,14 @@ def check_leaves(cfg: Any) -> None:
     null means "the run's seed"), thread counts >= 0, counts and sizes (``*batch_size``,
     ``num_*``, ``*_rollouts``, ...) >= 1, layer lists non-empty, quantiles and
     fractions in [0, 1], scales, widths, temperatures, weights and clips > 0."""
-    values = {
-        key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-        for key, node in cfg.items_ex(resolve=True)
-        if key != "hydra"
-    }
+    try:
+        values = {
+            key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+            for key, node in cfg.items_ex(resolve=True)
+            if key != "hydra"
+        }
+    except ValidationError as err:  # an interpolation's value (an environment variable's)
+        raise interpolation_refused(MarvelConfig, cfg, err) from None
     for key, value in leaves(values):
         name = key.rsplit(".", 1)[-1]
         if isinstance(value, float):
@@ -291,8 +323,6 @@ def validate(cfg: Any) -> None:
         "'+' that Hydra suggests",
     )
     check_leaves(cfg)
-    _check(cfg.stage in STAGES, "stage", f"got {cfg.stage!r}; valid: {', '.join(STAGES)}")
-    _check(cfg.resume in RESUME, "resume", f"got {cfg.resume!r}; valid: {', '.join(RESUME)}")
     baselines = cfg.baselines
     _check(
         0 <= baselines.offline_fraction < 1,
@@ -316,12 +346,7 @@ def validate(cfg: Any) -> None:
     )
     _check(cfg.eval_envs >= 1, "eval_envs", f"must be >= 1, got {cfg.eval_envs}")
     _check(
-        cfg.numerics in NUMERICS_MODES,
-        "numerics",
-        f"got {cfg.numerics!r}; valid: {', '.join(NUMERICS_MODES)}",
-    )
-    _check(
-        cfg.numerics == "native" or cfg.torch_threads in (0, 1),
+        cfg.numerics == Numerics.native or cfg.torch_threads in (0, 1),
         "torch_threads",
         f"got {cfg.torch_threads}, but numerics=portable computes on one thread (another thread "
         "count sums in another order); pass numerics=native to use more",
@@ -333,26 +358,15 @@ def validate(cfg: Any) -> None:
         f"{cfg.env.name}'s episode length is DSRL's; the setting is for your own env (env=custom)",
     )
     _check(
-        cfg.env.gym_id is None or cfg.data.source != "dsrl",
+        cfg.env.gym_id is None or cfg.data.source != DataSource.dsrl,
         "data.source",
         f"DSRL has no dataset for your env {cfg.env.gym_id}: use data=auto or data=collect (a "
         "collected one), or data.path=<your DSRL-format file>",
     )
     _check(
-        cfg.data.source in DATA_SOURCES,
-        "data.source",
-        f"got {cfg.data.source!r}; valid: {', '.join(DATA_SOURCES)}",
-    )
-    _check(cfg.pid.name in CONTROLLERS, "pid.name", f"got {cfg.pid.name!r}; valid: {CONTROLLERS}")
-    _check(
         cfg.offline.algo in OFFLINE_ALGOS,
         "offline.algo",
         f"got {cfg.offline.algo!r}; valid: {', '.join(OFFLINE_ALGOS)}",
-    )
-    _check(
-        cfg.offline.cpq.ood_penalty in ("target", "differentiable"),
-        "offline.cpq.ood_penalty",
-        f"got {cfg.offline.cpq.ood_penalty!r}; valid: target, differentiable",
     )
     _check(
         cfg.offline.algo == "none" or cfg.offline.steps >= 1,
@@ -360,7 +374,7 @@ def validate(cfg: Any) -> None:
         f"must be >= 1, got {cfg.offline.steps}",
     )
     _check(
-        cfg.stage != "pretrain" or cfg.offline.algo != "none",
+        cfg.stage != Stage.pretrain or cfg.offline.algo != "none",
         "offline",
         "stage=pretrain needs an offline algorithm: offline=cpq, offline=bearl or offline=bcql",
     )
@@ -397,17 +411,6 @@ def validate(cfg: Any) -> None:
     for key in ("ema_p", "ema_d"):
         _check(0 <= cfg.pid[key] < 1, f"pid.{key}", f"must be in [0, 1), got {cfg.pid[key]}")
     _check(cfg.pid.gain_clip >= 1, "pid.gain_clip", f"must be >= 1, got {cfg.pid.gain_clip}")
-    _check(
-        cfg.logger.backend in ("wandb", "none"),
-        "logger.backend",
-        f"got {cfg.logger.backend!r}; valid: wandb, none",
-    )
-    _check(
-        cfg.logger.mode in ("offline", "online", "disabled"),
-        "logger.mode",
-        f"got {cfg.logger.mode!r} (WANDB_MODE, if set, is its default); valid: offline, "
-        "online, disabled",
-    )
     for key in ("online_iterations", "eval_every", "checkpoint_every"):
         value = cfg.budget[key]
         _check(value >= 1, f"budget.{key}", f"must be >= 1, got {value}")
@@ -441,7 +444,7 @@ def validate(cfg: Any) -> None:
         _check(0 < agent.tau <= 1, f"{prefix}.tau", f"must be in (0, 1], got {agent.tau}")
         _check(agent.alpha > 0, f"{prefix}.alpha", f"must be > 0, got {agent.alpha}")
     _check(
-        cfg.stage != "evaluate" or cfg.checkpoint is not None,
+        cfg.stage != Stage.evaluate or cfg.checkpoint is not None,
         "checkpoint",
         "stage=evaluate needs checkpoint=<run dir or .pt file>",
     )

@@ -106,7 +106,7 @@ def make_logger(
     """The run's logger. W&B: grouped by sweep launch (else by experiment), ``job_type`` =
     experiment, tagged with what an ablation compares, so the W&B UI groups them in a click.
     A resumed run keeps its W&B run id and its metrics rows up to the checkpoint."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tags = [
         task.name,
         f"offline:{cfg.offline.algo}",

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from marvel.choices import Choice
+
 
 class LagrangeController(ABC):
     """The interface every controller implements."""
@@ -45,6 +47,13 @@ class LagrangeController(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class LambdaOptimizer(Choice):
+    """Dual ascent's optimizer on lambda (``pid.optimizer``)."""
+
+    adam = "adam"
+    sgd = "sgd"
+
+
 class DualAscent(LagrangeController):
     """Gradient ascent on lambda (METHOD.md section 5, ``pid=dual``).
 
@@ -58,7 +67,7 @@ class DualAscent(LagrangeController):
         cost_limit: float,
         lr: float,
         lambda_init: float = 0.0,
-        optimizer: str = "adam",
+        optimizer: LambdaOptimizer | str = LambdaOptimizer.adam,
         lambda_max: float | None = None,
     ) -> None:
         super().__init__(cost_limit)
@@ -66,10 +75,11 @@ class DualAscent(LagrangeController):
         self._lam = torch.nn.Parameter(torch.tensor(float(lambda_init)))
         # Adam's fused kernel: its square root is exact, on every CPU alike (the per-tensor
         # Adam's goes through MKL, which rounds it otherwise on other CPUs)
-        optimizers = {"adam": partial(torch.optim.Adam, fused=True), "sgd": torch.optim.SGD}
-        if optimizer not in optimizers:
-            raise ValueError(f"unknown lambda optimizer {optimizer!r}; valid: {sorted(optimizers)}")
-        self._optimizer = optimizers[optimizer]([self._lam], lr=lr)
+        optimizers = {
+            LambdaOptimizer.adam: partial(torch.optim.Adam, fused=True),
+            LambdaOptimizer.sgd: torch.optim.SGD,
+        }
+        self._optimizer = optimizers[LambdaOptimizer(optimizer)]([self._lam], lr=lr)
         self._last_error = 0.0
 
     @property
@@ -242,11 +252,19 @@ class AdaptivePID(PIDLagrangian):
         )
 
 
+class Controller(Choice):
+    """The multiplier's controller (``pid.name``): dual ascent, PID or Marvel's adaptive PID."""
+
+    dual = "dual"
+    pid = "pid"
+    adaptive = "adaptive"
+
+
 @dataclass
 class ControllerConfig:
     """The ``pid`` config group (conf/pid/*.yaml); each controller reads its own fields."""
 
-    name: str = "dual"  # dual | pid | adaptive
+    name: Controller = Controller.dual
     # lambda_0: a number; "offline" for the offline algorithm's multiplier; "figure2" for the
     # task's hand-found lambda_0 of the paper's Figure 2 (both resolved by the pipeline before
     # the controller is built). The offline multiplier is never carried over unless asked
@@ -255,7 +273,7 @@ class ControllerConfig:
     lambda_max: float | None = None
     # dual ascent
     lr: float = 1e-4
-    optimizer: str = "adam"
+    optimizer: LambdaOptimizer = LambdaOptimizer.adam
     # PID (the released code's defaults)
     kp: float = 5e-6
     ki: float = 5e-6
@@ -270,8 +288,8 @@ class ControllerConfig:
     kp_tanh: bool = False  # the paper's tanh on the K_p adaptation
     gain_clip: float = 10.0
 
-
-CONTROLLERS = ("dual", "pid", "adaptive")
+    def __post_init__(self) -> None:  # the Python API's strings (a wrong one raises)
+        self.name, self.optimizer = Controller(self.name), LambdaOptimizer(self.optimizer)
 
 
 def make_controller(cfg: ControllerConfig, cost_limit: float) -> LagrangeController:
@@ -286,18 +304,16 @@ def make_controller(cfg: ControllerConfig, cost_limit: float) -> LagrangeControl
         lambda_init=cfg.lambda_init,
         lambda_max=cfg.lambda_max,
     )
-    if cfg.name == "dual":
+    if cfg.name == Controller.dual:
         return DualAscent(cost_limit, cfg.lr, cfg.lambda_init, cfg.optimizer, cfg.lambda_max)
-    if cfg.name == "pid":
+    if cfg.name == Controller.pid:
         return PIDLagrangian(cost_limit, **pid_args)
-    if cfg.name == "adaptive":
-        return AdaptivePID(
-            cost_limit,
-            **pid_args,
-            adapt_kp=cfg.adapt_kp,
-            adapt_ki=cfg.adapt_ki,
-            adapt_kd=cfg.adapt_kd,
-            kp_tanh=cfg.kp_tanh,
-            gain_clip=cfg.gain_clip,
-        )
-    raise ValueError(f"unknown controller {cfg.name!r}; valid: {', '.join(CONTROLLERS)}")
+    return AdaptivePID(
+        cost_limit,
+        **pid_args,
+        adapt_kp=cfg.adapt_kp,
+        adapt_ki=cfg.adapt_ki,
+        adapt_kd=cfg.adapt_kd,
+        kp_tanh=cfg.kp_tanh,
+        gain_clip=cfg.gain_clip,
+    )

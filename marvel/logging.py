@@ -18,11 +18,12 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from marvel import numerics
+from marvel.choices import Choice
 from marvel.fsutil import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:  # imported where a run logs to W&B: a run with logger=none starts faster
@@ -41,6 +42,21 @@ PACKAGES = (
     "h5py",
 )
 SECRET_WORDS = ("key", "apikey", "token", "secret", "password")
+
+
+class LoggerBackend(Choice):
+    """Where rows go besides ``metrics.jsonl`` (``logger.backend``): a W&B run, or nowhere."""
+
+    wandb = "wandb"
+    none = "none"
+
+
+class WandbMode(Choice):
+    """W&B's mode (``logger.mode``): local files to sync later, uploads as it goes, or off."""
+
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
 
 
 def _package_version(name: str) -> str | None:
@@ -146,8 +162,8 @@ class RunLogger:
         run_dir: str | Path,
         config: dict[str, Any],
         *,
-        backend: Literal["wandb", "none"] = "wandb",
-        mode: Literal["offline", "online", "disabled"] = "offline",
+        backend: LoggerBackend | str = LoggerBackend.wandb,
+        mode: WandbMode | str = WandbMode.offline,
         project: str = "marvel",
         entity: str | None = None,
         wandb_dir: str | Path | None = None,
@@ -164,10 +180,7 @@ class RunLogger:
         died) are dropped, the rest kept; None starts ``metrics.jsonl`` afresh. Pass the run's
         ``run_id`` to keep logging into the same W&B run; W&B's files go under ``wandb_dir``
         (default: the run dir)."""
-        if backend not in ("wandb", "none"):
-            raise ValueError(f"backend must be 'wandb' or 'none', got {backend!r}")
-        if mode not in ("offline", "online", "disabled"):
-            raise ValueError(f"mode must be 'offline', 'online' or 'disabled', got {mode!r}")
+        backend, mode = LoggerBackend(backend), WandbMode(mode)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.step_metric = step_metric
@@ -179,7 +192,7 @@ class RunLogger:
         self.run_id = run_id
         self._run: wandb.Run | None = None
         self._wandb_dir: Path | None = None
-        if backend == "wandb" and mode != "disabled":
+        if backend == LoggerBackend.wandb and mode != WandbMode.disabled:
             import wandb
 
             self._run = self._start_wandb(
@@ -202,11 +215,11 @@ class RunLogger:
             self.run_id = self._run.id
             self._wandb_dir = Path(self._run.dir).parent
 
-    def _start_wandb(self, mode: str, **init_kwargs: Any) -> wandb.Run | None:
+    def _start_wandb(self, mode: WandbMode, **init_kwargs: Any) -> wandb.Run | None:
         """``wandb.init`` in ``mode``, falling back online -> offline -> no W&B, with a warning."""
         import wandb
 
-        for attempt in ("online", "offline") if mode == "online" else (mode,):
+        for attempt in ("online", "offline") if mode == WandbMode.online else (mode.value,):
             try:
                 run = wandb.init(mode=attempt, **init_kwargs)
                 run.define_metric(self.step_metric)

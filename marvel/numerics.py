@@ -23,9 +23,18 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from marvel.choices import Choice
 from marvel.errors import ConfigError, MarvelError
 
-MODES = ("portable", "native")
+
+class Numerics(Choice):
+    """The ``numerics`` setting: the same numbers on every CPU, or the CPU's fastest code."""
+
+    portable = "portable"
+    native = "native"
+
+
+MODES = Numerics.values()
 MODE_VARIABLE = "MARVEL_NUMERICS"
 
 # Each one changes results when left out (benchmarks/README.md: issue 28's leave-one-out table).

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from marvel.data.buffer import Batch
+from marvel.losses import bellman_target, critic_loss
 from marvel.nets import adam, frozen, gradient_step, polyak_update
 from marvel.start import NetworkSizes, Pretrained, build_critics, build_networks
 
@@ -164,22 +164,20 @@ class SACLag:
         transform a'.
         """
         cfg = self.cfg
-        obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
-        discount = cfg.gamma * (1.0 - batch["done"])
+        obs, act, next_obs, done = batch["obs"], batch["act"], batch["next_obs"], batch["done"]
         with torch.no_grad():
             next_act, next_log_prob = self.actor(next_obs)
             for hook in hooks:
                 next_act = hook.target_action(next_act)
             next_q_r = self.reward_critic_target(next_obs, next_act).min(0).values
             next_q_c = self.cost_critic_target(next_obs, next_act)[0]
-            y_r = cfg.reward_scale * batch["reward"] + discount * (
-                next_q_r - alpha_reward * next_log_prob
-            )
-            y_c = batch["cost"] + discount * (next_q_c - alpha_cost * next_log_prob)
+            next_v_r = next_q_r - alpha_reward * next_log_prob  # the soft values of s'
+            next_v_c = next_q_c - alpha_cost * next_log_prob
+            y_r = bellman_target(cfg.reward_scale * batch["reward"], done, cfg.gamma, next_v_r)
+            y_c = bellman_target(batch["cost"], done, cfg.gamma, next_v_c)
 
-        q_r = self.reward_critic(obs, act)
-        loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
-        loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
+        loss_q_r = critic_loss(self.reward_critic(obs, act), y_r)
+        loss_q_c = critic_loss(self.cost_critic(obs, act), y_c)
         gradient_step(self.reward_critic_optimizer, loss_q_r)
         gradient_step(self.cost_critic_optimizer, loss_q_c)
         return {"loss/critic_reward": loss_q_r.detach(), "loss/critic_cost": loss_q_c.detach()}

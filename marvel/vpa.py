@@ -26,6 +26,7 @@ import torch
 
 from marvel.data.buffer import ReplayBuffer
 from marvel.errors import check_finite
+from marvel.losses import MetricWindow
 from marvel.placement import monte_carlo_from_states
 from marvel.sac_lag import SACLag
 
@@ -64,25 +65,18 @@ def align(
     """Run VPA on ``agent``'s critics with its actor as the frozen pi_0; returns mean losses of
     the last logging window (``NumericalFault`` if one is not finite). The critics' learning
     rates are the agent's (finetuning) ones."""
-    totals: dict[str, torch.Tensor] = {}
-    steps, last = 0, {}
+    window, last = MetricWindow(), {}
     for iteration in range(1, cfg.iterations + 1):
         batch = offline.sample(cfg.batch_size)
         for start in range(0, cfg.batch_size, cfg.minibatch_size):
             minibatch = {k: v[start : start + cfg.minibatch_size] for k, v in batch.items()}
-            losses = agent.critic_update(minibatch, cfg.alpha_reward, cfg.alpha_cost)
+            window.add(agent.critic_update(minibatch, cfg.alpha_reward, cfg.alpha_cost))
             agent.update_targets()
-            for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + value
-            steps += 1
         if iteration % log_every == 0 or iteration == cfg.iterations:
-            last = {
-                f"vpa/{name.split('/')[-1]}_loss": float(t) / steps for name, t in totals.items()
-            }
+            last = {f"vpa/{name.split('/')[-1]}_loss": m for name, m in window.flush().items()}
             check_finite(last, "VPA", iteration)
             if log is not None:
                 log(last, iteration)
-            totals, steps = {}, 0
     return last
 
 

@@ -155,6 +155,7 @@ def test_data_path_uses_the_file(collect_run: Path, tmp_path: Path) -> None:
         (("device=gpu",), ("device=gpu", "valid: auto, cpu, cuda, cuda:N"), True),
         (("paths.cache_dir=/etc/hostname/c",), ("/etc/hostname is not a directory",), True),
         (("numerics=fast",), ("numerics: got 'fast'; valid: portable, native",), True),
+        (("pid.name=lqr",), ("pid.name: got 'lqr'; valid: dual, pid, adaptive",), True),
         (("-m", "numerics=portable,native"), ("numerics takes one value per command",), True),
         (("seed=-3",), ("seed: must be an integer >= 0, got -3",), True),
         (("-m", "+sweep=ablation", "budget.seeds=0"), ("seed=range(0) has no value",), True),
@@ -169,6 +170,17 @@ def test_bad_input_fails_with_one_clear_message(
     proc = run_cli(*overrides, *SMOKE, f"hydra.run.dir={run_dir}", check=False)
     assert_clean_error(proc, *fragments)
     assert run_dir.exists() != refused_at_start
+
+
+def test_a_value_outside_its_choices_is_one_line(tmp_path: Path) -> None:
+    """A Choice setting's wrong value, a sweep's included: Hydra would say it in several
+    lines; run.py says it in one, before anything is launched."""
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "stage=collect,train", *SMOKE, f"hydra.sweep.dir={sweep_dir}", check=False)
+    assert proc.returncode == 2 and not sweep_dir.exists()
+    assert proc.stderr == (
+        "marvel: error: stage: got 'train'; valid: collect, pretrain, finetune, evaluate, all\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from marvel.baselines import make_baselines
-from marvel.config import register_configs, validate
+from marvel.choices import Choice, refuse_bad_choices
+from marvel.config import MarvelConfig, register_configs, validate
 from marvel.envs import CUSTOM, TASKS
 from marvel.errors import ConfigError
 from tests.helpers import compose_config
@@ -91,17 +94,12 @@ def test_unknown_option_lists_valid_ones() -> None:
         ("finetune.episodes_per_iteration=0", "finetune.episodes_per_iteration"),
         ("finetune.minibatch_size=100", "finetune.minibatch_size"),
         ("finetune.lambda_update_every=epoch", "lambda_update_every"),
-        ("stage=train", "stage"),
         ("stage=evaluate", "checkpoint"),
-        ("data.source=web", "data.source"),
         ("baselines.offline_fraction=1", "baselines.offline_fraction"),
-        ("resume=sometimes", "resume"),
         ("eval_envs=0", "eval_envs"),
         ("+finetune.actr_lr=1", "finetune.actr_lr: not a setting"),  # Hydra's hint, followed
         ("+seeed=1", "seeed: not a setting"),
         ("+env.finetune.actor_learning_rate=1", "env.finetune.actor_learning_rate"),
-        ("logger.mode=dryrun", "WANDB_MODE"),
-        ("numerics=fast", "numerics: got 'fast'; valid: portable, native"),
         ("torch_threads=2", "numerics=portable computes on one thread"),
         ("budget.eval_episodes=1", "budget.eval_episodes: must be >= 2"),
         ("seed=-3", "seed: must be an integer >= 0, got -3"),
@@ -123,6 +121,69 @@ def test_unknown_option_lists_valid_ones() -> None:
 def test_out_of_range_values_are_rejected(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate(compose_config(override))
+
+
+CHOICE_REFUSALS = [
+    ("stage=train", "stage: got 'train'; valid: collect, pretrain, finetune, evaluate, all"),
+    ("data.source=web", "data.source: got 'web'; valid: auto, dsrl, collect"),
+    ("resume=sometimes", "resume: got 'sometimes'; valid: auto, never"),
+    ("numerics=fast", "numerics: got 'fast'; valid: portable, native"),
+    ("logger.backend=tensorboard", "logger.backend: got 'tensorboard'; valid: wandb, none"),
+    ("logger.mode=dryrun", "logger.mode: got 'dryrun'; valid: offline, online, disabled"),
+    ("pid.name=lqr", "pid.name: got 'lqr'; valid: dual, pid, adaptive"),
+    ("pid.optimizer=rmsprop", "pid.optimizer: got 'rmsprop'; valid: adam, sgd"),
+    ("offline.cpq.ood_penalty=paper", "ood_penalty: got 'paper'; valid: target, differentiable"),
+    ("offline.bearl.kernel=rbf", "offline.bearl.kernel: got 'rbf'; valid: gaussian, laplacian"),
+    ("stage=collect,train", "stage: got 'train'"),  # a sweep's values too
+]
+
+
+@pytest.mark.parametrize(("override", "message"), CHOICE_REFUSALS)
+def test_a_value_outside_its_choices_is_refused(override: str, message: str) -> None:
+    """A Choice setting takes only its values: the command line's refused in one line before
+    Hydra runs (run.py), any source's by Hydra when it composes the config."""
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+        refuse_bad_choices(MarvelConfig, [override])
+    assert "\n" not in str(refused.value)
+    if "," not in override:
+        with pytest.raises(ConfigCompositionException) as composed:
+            compose_config(override)
+        assert "expected one of" in str(composed.value.__cause__)
+
+
+def test_refuse_bad_choices_leaves_other_overrides_to_hydra() -> None:
+    refuse_bad_choices(
+        MarvelConfig,
+        [
+            "-m",
+            "stage=collect,pretrain",
+            "pid=adaptive",  # a config group, not a setting
+            "+sweep=ablation",
+            "hydra.run.dir=out",
+            "numerics=${oc.env:MODE,native}",  # checked when it resolves (the test below)
+            "seed=range(3)",
+            "finetune.batch_size=many",  # Hydra's: not a Choice setting
+        ],
+    )
+
+
+def test_an_environment_variable_outside_its_choices_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An interpolation's value is checked when the config resolves (validate)."""
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_config())
+    assert str(refused.value) == (
+        "logger.mode: got 'dryrun' from ${oc.env:WANDB_MODE,offline}; valid: offline, online, "
+        "disabled"
+    )
+
+
+def test_choice_names_are_their_values() -> None:
+    """Hydra reads a config file's or command line's value as a member's name."""
+    for choice in Choice.__subclasses__():
+        assert [member.name for member in choice] == list(choice.values()), choice
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,7 @@ def test_factory_and_unknown_names() -> None:
     assert controller.lam == pytest.approx(0.65)
     with pytest.raises(ValueError, match="valid: dual"):
         make_controller(ControllerConfig(name="lqr"), 20.0)
-    with pytest.raises(ValueError, match="optimizer"):
+    with pytest.raises(ValueError, match="LambdaOptimizer 'rmsprop'; valid: adam, sgd"):
         DualAscent(20.0, 0.1, optimizer="rmsprop")
 
 

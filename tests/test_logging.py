@@ -102,6 +102,14 @@ def test_sequential_runs_never_merge(tmp_path: Path) -> None:
     assert [len(offline_run_dirs(tmp_path / f"job{i}")) for i in range(2)] == [1, 1]
 
 
+def test_unknown_backend_or_mode_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown LoggerBackend 'tensorboard'; valid: wandb, none"):
+        RunLogger(tmp_path / "run", {}, backend="tensorboard")
+    with pytest.raises(ValueError, match="unknown WandbMode 'dryrun'; valid: offline, online"):
+        RunLogger(tmp_path / "run", {}, mode="dryrun")
+    assert not (tmp_path / "run").exists()
+
+
 def test_context_manager_marks_failure_and_reattaches_by_id(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), RunLogger(tmp_path / "run", {}, run_id="fixedid1") as logger:
         logger.log({"x": 1.0}, step=1)

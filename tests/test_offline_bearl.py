@@ -212,5 +212,5 @@ def test_pretrained_round_trips_and_loads_strictly_into_sac_lag(buffer: ReplayBu
 
 
 def test_unknown_kernel_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown MMD kernel 'rbf'"):
+    with pytest.raises(ValueError, match="unknown MMDKernel 'rbf'; valid: gaussian, laplacian"):
         BEARL(5, 2, SIZES, small_config(kernel="rbf"), 20.0, 10, CPU)

@@ -1,8 +1,10 @@
-"""CPQ (marvel.offline.cpq): the Q_c threshold, training on data marvel collects, the OOD
-penalty's effect, and the strict offline -> online transfer of its ``Pretrained`` output."""
+"""CPQ (marvel.offline.cpq): the Q_c threshold, each loss against its equation (METHOD.md
+section 2), training on data marvel collects, the OOD penalty's effect, and the strict
+offline -> online transfer of its ``Pretrained`` output."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -13,7 +15,7 @@ from marvel.data.buffer import ReplayBuffer
 from marvel.offline.base import qc_threshold, train_offline
 from marvel.offline.cpq import CPQ, CPQConfig
 from marvel.start import NetworkSizes, Pretrained
-from tests.helpers import assert_transfers_to_sac_lag, dims
+from tests.helpers import assert_transfers_to_sac_lag, dims, expected_vae_loss, random_batch
 
 CPU = torch.device("cpu")
 SIZES = NetworkSizes([64, 64], [64, 64], 2)
@@ -68,12 +70,130 @@ def test_qc_threshold_matches_hand_computation() -> None:
     assert qc_threshold(20.0, 200, 1.0) == 20.0  # undiscounted: the episodic limit itself
 
 
+def test_unknown_ood_penalty_is_refused() -> None:
+    with pytest.raises(ValueError, match="OODPenalty 'paper'; valid: target, differentiable"):
+        CPQConfig(ood_penalty="paper")
+
+
 def test_learner_thresholds_use_scaled_cost_limit() -> None:
     cfg = CPQConfig(vae_hidden_sizes=[16], cost_scale=2.0)
     learner = CPQ(3, 2, SIZES, cfg, COST_LIMIT, EPISODE_LEN, CPU)
     expected = qc_threshold(2.0 * COST_LIMIT, EPISODE_LEN, cfg.gamma)
     assert learner.q_threshold == pytest.approx(expected)
     assert learner.ood_threshold == pytest.approx(cfg.qc_scalar * expected)
+
+
+def tiny_learner(**overrides: object) -> CPQ:
+    """A CPQ on random_batch's dims (5, 2), its weights from seed 0."""
+    torch.manual_seed(0)
+    return CPQ(5, 2, SIZES, small_config(**overrides), COST_LIMIT, EPISODE_LEN, CPU)
+
+
+def close(got: torch.Tensor, expected: float) -> bool:
+    return float(got.detach()) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_vae_loss_matches_its_equation() -> None:
+    """L_G = mean ||a_hat - a||^2 + beta mean KL(q(z|s,a) || N(0, I)), one z draw."""
+    learner, batch = tiny_learner(), random_batch()
+    torch.manual_seed(1)
+    expected = expected_vae_loss(learner.vae, batch["obs"], batch["act"], 0.5)
+    torch.manual_seed(1)
+    assert close(learner.vae.loss(batch["obs"], batch["act"], 0.5), float(expected.detach()))
+
+
+def test_targets_back_up_only_safe_next_actions() -> None:
+    """y_r = r_s + gamma (1 - d) 1[Qbar_c(s', a') <= l] min_j Qbar_r,j(s', a') and
+    y_c = c_s + gamma (1 - d) Qbar_c(s', a'), one a' ~ pi(.|s') for both."""
+    learner, batch = tiny_learner(reward_scale=0.5, cost_scale=2.0), random_batch()
+    cfg, next_obs = learner.cfg, batch["next_obs"]
+    torch.manual_seed(1)
+    with torch.no_grad():
+        next_act, _ = learner.actor(next_obs)  # the a' that targets() draws under this seed
+        next_q_r = learner.reward_critic_target(next_obs, next_act).tolist()
+        next_q_c = learner.cost_critic_target(next_obs, next_act)[0].tolist()
+    learner.q_threshold = float(np.median(next_q_c))  # l splits the next actions in two
+    torch.manual_seed(1)
+    y_r, y_c = learner.targets(batch)
+    safe = [q <= learner.q_threshold for q in next_q_c]
+    assert any(safe) and not all(safe)
+    for i in range(len(next_q_c)):
+        discount = cfg.gamma * (1.0 - float(batch["done"][i]))
+        value = min(next_q_r[0][i], next_q_r[1][i]) if safe[i] else 0.0
+        assert close(y_r[i], 0.5 * float(batch["reward"][i]) + discount * value)
+        assert close(y_c[i], 2.0 * float(batch["cost"][i]) + discount * next_q_c[i])
+
+
+def test_reward_critic_loss_sums_the_heads_mean_squared_errors() -> None:
+    """L_Qr = sum_j E_D (Q_r,j(s, a) - y_r)^2."""
+    learner, batch = tiny_learner(), random_batch()
+    y_r = torch.randn(16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        q_r = learner.reward_critic(batch["obs"], batch["act"]).tolist()
+    expected = sum(
+        sum((q - y) ** 2 for q, y in zip(head, y_r.tolist(), strict=True)) / 16 for head in q_r
+    )
+    assert close(learner.reward_critic_loss(batch, y_r), expected)
+
+
+@pytest.mark.parametrize("penalty", ["target", "differentiable"])
+def test_cost_critic_loss_matches_its_equation(penalty: str) -> None:
+    """L_Qc = E_D (Q_c(s, a) - y_c)^2 - alpha (E_nu Q_c - qc_scalar l), nu the candidates of
+    pi whose latent KL is at or above the 0.75 quantile: OSRL's E_nu (target Q_c at pre-tanh
+    samples, masked sum / (K B), no gradient) or the paper's (Q_c at squashed samples, mean)."""
+    learner, batch = tiny_learner(ood_penalty=penalty, log_alpha_init=0.5), random_batch()
+    cfg, obs, n = learner.cfg, batch["obs"], 16 * learner.cfg.sample_action_num
+    y_c = torch.randn(16, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        ood_obs = torch.cat([obs] * cfg.sample_action_num)
+        mu, log_std = learner.actor.distribution(ood_obs)
+        u = mu + log_std.exp() * torch.randn(mu.shape)
+        candidates = u if penalty == "target" else torch.tanh(u)
+        mean, std = learner.vae.encode(ood_obs, candidates)
+        kl = (0.5 * (mean**2 + std**2 - 1.0 - torch.log(std**2))).mean(-1).numpy()
+        ood = kl >= np.quantile(kl, cfg.ood_quantile)
+        critic = learner.cost_critic_target if penalty == "target" else learner.cost_critic
+        q_ood = critic(ood_obs, candidates)[0].numpy()[ood]
+        q_c = learner.cost_critic(obs, batch["act"])[0]
+    e_nu = q_ood.sum() / n if penalty == "target" else q_ood.mean()
+    bellman = float(((q_c - y_c) ** 2).mean())
+    torch.manual_seed(3)
+    loss_q_c, penalty_term, q_c_ood = learner.cost_critic_loss(batch, y_c)
+    assert 0 < ood.sum() < n
+    assert close(loss_q_c, bellman) and close(q_c_ood, float(e_nu))
+    assert close(penalty_term, -math.exp(0.5) * (float(e_nu) - 1.5 * learner.q_threshold))
+    assert penalty_term.requires_grad == (penalty == "differentiable")
+
+
+def test_alpha_ascends_on_the_ood_gap_and_is_clipped() -> None:
+    """log alpha <- clip(log alpha + lr alpha (qc_scalar l - E_nu Q_c), +-log_alpha_clip)."""
+    learner = tiny_learner(log_alpha_init=0.3, alpha_lr=0.01)
+    learner.update_alpha(torch.tensor(learner.ood_threshold - 2.0))  # E_nu Q_c 2 below target
+    assert close(learner.log_alpha, 0.3 + 0.01 * math.exp(0.3) * 2.0)
+    learner.update_alpha(torch.tensor(learner.ood_threshold + 1e6))  # far above: the lower clip
+    assert float(learner.log_alpha) == -learner.cfg.log_alpha_clip
+
+
+def test_actor_loss_maximizes_reward_value_where_safe() -> None:
+    """L_pi = -E_s [1[Q_c(s, a~) <= l] min_j Q_r,j(s, a~)]; gradients reach pi only."""
+    learner, batch = tiny_learner(), random_batch()
+    torch.manual_seed(4)
+    with torch.no_grad():
+        new_act, _ = learner.actor(batch["obs"])  # the a~ that actor_loss draws under this seed
+        q_r = learner.reward_critic(batch["obs"], new_act).tolist()
+        q_c = learner.cost_critic(batch["obs"], new_act)[0].tolist()
+    learner.q_threshold = float(np.median(q_c))
+    expected = (
+        -sum(min(q_r[0][i], q_r[1][i]) for i in range(16) if q_c[i] <= learner.q_threshold) / 16
+    )
+    torch.manual_seed(4)
+    loss, _, _ = learner.actor_loss(batch)
+    assert close(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None for p in learner.actor.parameters())
+    critics = (learner.reward_critic, learner.cost_critic)
+    assert all(p.grad is None for critic in critics for p in critic.parameters())
 
 
 def _window_means(logs: list[dict[str, float]], key: str) -> tuple[float, float]:

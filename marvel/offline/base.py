@@ -1,12 +1,11 @@
 """What every offline algorithm shares (METHOD.md section 2): its start (pi_0, Q_r, Q_c built
-by ``marvel.start.build_networks``, as finetuning builds them), the Q_c threshold, the soft-clipped
-target, and the training loop that ends in a ``Pretrained``.
+by ``marvel.start.build_networks``, as finetuning builds them), the Q_c threshold, the critics'
+step, BEAR's and BCQ's soft-clipped targets, and the training loop that ends in a ``Pretrained``.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -14,8 +13,11 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from marvel.choices import plain_dict
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.errors import check_finite
+from marvel.losses import MetricWindow, bellman_target, critic_loss
+from marvel.nets import ConditionalVAE, adam, gradient_step
 from marvel.start import NetworkSizes, Pretrained, build_networks
 
 
@@ -36,9 +38,12 @@ def qc_threshold(cost_limit: float, episode_len: int, gamma: float) -> float:
 
 class OfflineLearnerBase:
     """The start every offline learner shares: its config, pi, Q_r and Q_c exactly as SAC-Lag
-    builds them (``build_networks``), and frozen deep copies of Q_r and Q_c as their Polyak
-    targets Qbar_r and Qbar_c. Each algorithm adds its own parts after these, and names in
-    ``TRAINED`` everything training changes (networks, optimizers, tensors, PID, counters)."""
+    builds them (``build_networks``), frozen deep copies of Q_r and Q_c as their Polyak targets
+    Qbar_r and Qbar_c, the critics' optimizers (Adam at ``cfg.critic_lr``) and the Q_c
+    threshold l. Each algorithm adds its own parts after these: the behaviour VAE
+    (``build_behaviour_model``, where its weights' draws fall in the algorithm's order), its
+    ``actor_optimizer``, and in ``TRAINED`` the rest of what training changes (networks,
+    optimizers, tensors, PID, counters)."""
 
     TRAINED: tuple[str, ...] = (
         "actor",
@@ -46,10 +51,22 @@ class OfflineLearnerBase:
         "cost_critic",
         "reward_critic_target",
         "cost_critic_target",
+        "vae",
+        "actor_optimizer",
+        "reward_critic_optimizer",
+        "cost_critic_optimizer",
+        "vae_optimizer",
     )
 
     def __init__(
-        self, obs_dim: int, act_dim: int, sizes: NetworkSizes, cfg: Any, device: torch.device
+        self,
+        obs_dim: int,
+        act_dim: int,
+        sizes: NetworkSizes,
+        cfg: Any,
+        cost_limit: float,
+        episode_len: int,
+        device: torch.device,
     ) -> None:
         self.cfg, self.sizes, self.device = cfg, sizes, device
         self.actor, self.reward_critic, self.cost_critic = build_networks(
@@ -57,6 +74,32 @@ class OfflineLearnerBase:
         )
         self.reward_critic_target = copy.deepcopy(self.reward_critic).requires_grad_(False)
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
+        self.reward_critic_optimizer = adam(self.reward_critic.parameters(), lr=cfg.critic_lr)
+        self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_lr)
+        # l in scaled cost units (OSRL: from the unscaled d).
+        self.q_threshold = qc_threshold(cost_limit * cfg.cost_scale, episode_len, cfg.gamma)
+
+    def build_behaviour_model(self, obs_dim: int, act_dim: int) -> None:
+        """The behaviour model G, a conditional VAE of the data's actions (``vae``; latent
+        ``cfg.vae_latent_dim``, None: 2 x act_dim as OSRL), and its Adam (``vae_optimizer``)."""
+        cfg, latent_dim = self.cfg, self.cfg.vae_latent_dim or 2 * act_dim
+        vae = ConditionalVAE(obs_dim, act_dim, cfg.vae_hidden_sizes, latent_dim)
+        self.vae = vae.to(self.device)
+        self.vae_optimizer = adam(self.vae.parameters(), lr=cfg.vae_lr)
+
+    def critics_step(
+        self, batch: Batch, y_r: torch.Tensor, y_c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gradient step of Q_r and Q_c on their targets; returns (L_Qr, L_Qc):
+
+        L_Qr = sum_j E (Q_r,j(s,a) - y_r)^2 ;  L_Qc = E (Q_c(s,a) - y_c)^2
+        """
+        obs, act = batch["obs"], batch["act"]
+        loss_q_r = critic_loss(self.reward_critic(obs, act), y_r)
+        loss_q_c = critic_loss(self.cost_critic(obs, act), y_c)
+        gradient_step(self.reward_critic_optimizer, loss_q_r)
+        gradient_step(self.cost_critic_optimizer, loss_q_c)
+        return loss_q_r, loss_q_c
 
     def state_dict(self) -> dict[str, Any]:
         """The ``TRAINED`` parts, for a pretraining checkpoint."""
@@ -102,6 +145,31 @@ def soft_clipped_target(
     q = critic(next_obs_n, next_act_n)  # (heads, B * n), each state's n draws adjacent
     mixed = mix * q.min(0).values + (1.0 - mix) * q.max(0).values
     return mixed.view(-1, num_actions).max(1).values
+
+
+def soft_clipped_targets(
+    learner: OfflineLearnerBase,
+    batch: Batch,
+    next_obs_n: torch.Tensor,
+    next_act_n: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BEAR's and BCQ's targets (y_r, y_c) from the n = ``cfg.num_target_actions`` next actions
+    a'_k of each state (``next_obs_n``, ``next_act_n`` as ``soft_clipped_target`` takes them),
+    with m = ``cfg.target_mix`` and r, c scaled by ``cfg.reward_scale``, ``cfg.cost_scale``:
+
+        y_r = r + gamma (1 - d) max_k [m min_j Qbar_r,j(s', a'_k)
+                                       + (1 - m) max_j Qbar_r,j(s', a'_k)]
+        y_c = c + gamma (1 - d) max_k Qbar_c(s', a'_k)   (one head: the mix is Qbar_c itself;
+                                                         OSRL: no (1 - d))
+    """
+    cfg = learner.cfg
+    next_q_r, next_q_c = (
+        soft_clipped_target(critic, next_obs_n, next_act_n, cfg.target_mix, cfg.num_target_actions)
+        for critic in (learner.reward_critic_target, learner.cost_critic_target)
+    )
+    y_r = bellman_target(cfg.reward_scale * batch["reward"], batch["done"], cfg.gamma, next_q_r)
+    y_c = bellman_target(cfg.cost_scale * batch["cost"], batch["done"], cfg.gamma, next_q_c)
+    return y_r, y_c
 
 
 class QcPIDLagrangian:
@@ -161,7 +229,7 @@ def pretrained_from(learner: Any, algo: str, lagrange_multiplier: float) -> Pret
         actor_optimizer=copy.deepcopy(learner.actor_optimizer.state_dict()),
         lagrange_multiplier=float(lagrange_multiplier),
         sizes=learner.sizes,
-        config=dataclasses.asdict(learner.cfg),
+        config=plain_dict(learner.cfg),
     )
 
 
@@ -190,20 +258,18 @@ def train_offline(
     """``steps`` updates on uniform batches of the offline data; logs means every ``log_every``
     (and stops with ``NumericalFault`` if one is not finite). A resumed run passes the steps
     ``done`` before its checkpoint (a multiple of ``log_every``) and the ``last`` means logged."""
-    totals: dict[str, torch.Tensor] = {}
-    count, start = 0, time.perf_counter()
+    window, start = MetricWindow(), time.perf_counter()
     last = dict(last or {})
     for step in range(done + 1, steps + 1):
-        for name, value in learner.update(buffer.sample(batch_size)).items():
-            totals[name] = totals.get(name, 0.0) + value
-        count += 1
+        window.add(learner.update(buffer.sample(batch_size)))
         if step % log_every == 0 or step == steps:
-            last = {name: float(total) / count for name, total in totals.items()}
+            count = window.steps
+            last = window.flush()
             check_finite(last, "offline pretraining", step)
             last["perf/offline_steps_per_s"] = count / (time.perf_counter() - start)
             if log is not None:
                 log(last, step)
-            totals, count, start = {}, 0, time.perf_counter()
+            start = time.perf_counter()
     pretrained = learner.to_pretrained()
     pretrained.metrics = last
     return pretrained

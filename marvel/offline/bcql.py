@@ -53,12 +53,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from marvel.data.buffer import Batch
 from marvel.nets import (
-    ConditionalVAE,
     Linear,
     adam,
     frozen,
@@ -70,8 +68,7 @@ from marvel.offline.base import (
     OfflineLearnerBase,
     QcPIDLagrangian,
     pretrained_from,
-    qc_threshold,
-    soft_clipped_target,
+    soft_clipped_targets,
 )
 from marvel.start import NetworkSizes, Pretrained
 
@@ -153,13 +150,8 @@ class BCQL(OfflineLearnerBase):
     TRAINED = OfflineLearnerBase.TRAINED + (
         "perturbation",
         "perturbation_target",
-        "vae",
         "pid",
-        "actor_optimizer",
         "perturbation_optimizer",
-        "reward_critic_optimizer",
-        "cost_critic_optimizer",
-        "vae_optimizer",
     )
 
     def __init__(
@@ -172,26 +164,19 @@ class BCQL(OfflineLearnerBase):
         episode_len: int,
         device: torch.device,
     ) -> None:
-        super().__init__(obs_dim, act_dim, sizes, cfg, device)  # pi_0, Q_r, Q_c, Qbar_r, Qbar_c
+        # pi_0, Q_r, Q_c, Qbar_r, Qbar_c, the critics' optimizers, l
+        super().__init__(obs_dim, act_dim, sizes, cfg, cost_limit, episode_len, device)
         self.perturbation = Perturbation(
             obs_dim, act_dim, cfg.perturbation_hidden_sizes, cfg.phi
         ).to(device)
         self.perturbation_target = copy.deepcopy(self.perturbation).requires_grad_(False)
-        latent_dim = cfg.vae_latent_dim or 2 * act_dim
-        self.vae = ConditionalVAE(
-            obs_dim, act_dim, cfg.vae_hidden_sizes, latent_dim, MAX_ACTION
-        ).to(device)
-        # l in scaled cost units (OSRL: from the unscaled d).
-        self.q_threshold = qc_threshold(cost_limit * cfg.cost_scale, episode_len, cfg.gamma)
+        self.build_behaviour_model(obs_dim, act_dim)
         # lambda: OSRL's PID on mean_batch Q_c(s, a~) - l (its state on the device: no host sync).
         self.pid = QcPIDLagrangian(cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, self.q_threshold, device)
 
         distill_lr = cfg.actor_lr if cfg.distill_lr is None else cfg.distill_lr
         self.actor_optimizer = adam(self.actor.parameters(), lr=distill_lr)
         self.perturbation_optimizer = adam(self.perturbation.parameters(), lr=cfg.actor_lr)
-        self.reward_critic_optimizer = adam(self.reward_critic.parameters(), lr=cfg.critic_lr)
-        self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_lr)
-        self.vae_optimizer = adam(self.vae.parameters(), lr=cfg.vae_lr)
 
     @torch.no_grad()
     def bcq_act(self, obs: torch.Tensor) -> torch.Tensor:
@@ -203,37 +188,20 @@ class BCQL(OfflineLearnerBase):
         """One gradient step of the VAE, Q_r, Q_c, xi_phi (+ lambda) and pi_0, then the targets."""
         cfg = self.cfg
         obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
-        discount = cfg.gamma * (1.0 - batch["done"])
 
         # VAE (behaviour model): L_vae = mean ||a_hat - a||^2 + beta mean KL(q(z|s,a) || N(0,I))
         loss_vae = self.vae.loss(obs, act, cfg.vae_kl_weight)
         gradient_step(self.vae_optimizer, loss_vae)
 
-        # Targets with n = num_target_actions next actions from the *target* perturbation model on
-        # the (updated) VAE's decodes, a'_k = clip(G(s', z_k) + xibar(s', G(s', z_k)), -1, 1),
-        # and m = target_mix (BCQ's soft-clipped double-Q):
-        #   y_r = r + gamma (1 - d) max_k [m min_j Qbar_r,j(s', a'_k)
-        #                                  + (1 - m) max_j Qbar_r,j(s', a'_k)]
-        #   y_c = c + gamma (1 - d) max_k Qbar_c(s', a'_k)   (one head: the mix is Qbar_c itself;
-        #                                                     OSRL: no (1 - d))
-        m, n_t = cfg.target_mix, cfg.num_target_actions
+        # Soft-clipped double-Q targets (``soft_clipped_targets``) over n = num_target_actions
+        # next actions from the *target* perturbation model on the (updated) VAE's decodes,
+        # a'_k = clip(G(s', z_k) + xibar(s', G(s', z_k)), -1, 1), then one step of Q_r and Q_c.
         with torch.no_grad():
-            next_obs_n = next_obs.repeat_interleave(n_t, 0)
+            next_obs_n = next_obs.repeat_interleave(cfg.num_target_actions, 0)
             # one set of next actions for both critics (OSRL: one per critic)
             next_act_n = self.perturbation_target(next_obs_n, self.vae.decode(next_obs_n))
-            next_q_r, next_q_c = (
-                soft_clipped_target(critic, next_obs_n, next_act_n, m, n_t)
-                for critic in (self.reward_critic_target, self.cost_critic_target)
-            )
-            y_r = cfg.reward_scale * batch["reward"] + discount * next_q_r
-            y_c = cfg.cost_scale * batch["cost"] + discount * next_q_c
-
-        # L_Qr = sum_j E (Q_r,j(s,a) - y_r)^2 ;  L_Qc = E (Q_c(s,a) - y_c)^2
-        q_r = self.reward_critic(obs, act)
-        loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
-        loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
-        gradient_step(self.reward_critic_optimizer, loss_q_r)
-        gradient_step(self.cost_critic_optimizer, loss_q_c)
+            y_r, y_c = soft_clipped_targets(self, batch, next_obs_n, next_act_n)
+        loss_q_r, loss_q_c = self.critics_step(batch, y_r, y_c)
 
         # The perturbation model scores a~ = clip(G(s, z) + xi_phi(s, G(s, z)), -1, 1), one z per
         # state; the gradient reaches xi_phi only (the decode is a fixed input).

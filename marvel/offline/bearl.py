@@ -34,20 +34,24 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
+from marvel.choices import Choice
 from marvel.data.buffer import Batch
-from marvel.nets import ConditionalVAE, adam, frozen, gradient_step, polyak_update, sqrt
+from marvel.nets import adam, frozen, gradient_step, polyak_update, sqrt
 from marvel.offline.base import (
     OfflineLearnerBase,
     QcPIDLagrangian,
     pretrained_from,
-    qc_threshold,
-    soft_clipped_target,
+    soft_clipped_targets,
 )
 from marvel.start import NetworkSizes, Pretrained
 
-KERNELS = ("gaussian", "laplacian")
+
+class MMDKernel(Choice):
+    """The MMD's kernel k (``offline.bearl.kernel``): on the squared L2 or the L1 distance."""
+
+    gaussian = "gaussian"
+    laplacian = "laplacian"
 
 
 @dataclass
@@ -68,7 +72,7 @@ class BEARLConfig:
     target_mix: float = 0.75
     # MMD support constraint MMD(beta(.|s), pi(.|s)) <= target_mmd_thresh between
     # num_mmd_samples pre-tanh samples of each, with a kernel of width mmd_sigma.
-    kernel: str = "gaussian"  # or "laplacian"
+    kernel: MMDKernel = MMDKernel.gaussian
     mmd_sigma: float = 50.0
     num_mmd_samples: int = 10  # OSRL: num_samples_mmd_match
     target_mmd_thresh: float = 0.05
@@ -92,8 +96,11 @@ class BEARLConfig:
     cost_scale: float = 1.0
     batch_size: int = 512  # what the caller passes to train_offline
 
+    def __post_init__(self) -> None:  # the Python API's string (a wrong one raises)
+        self.kernel = MMDKernel(self.kernel)
 
-def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
+
+def mmd(x: torch.Tensor, y: torch.Tensor, kernel: MMDKernel | str, sigma: float) -> torch.Tensor:
     """BEAR's MMD estimate between sample sets x (B, N, d) and y (B, M, d), one per row (B,).
 
         MMD(x, y) = sqrt( mean_{i,i'} k(x_i, x_i') + mean_{j,j'} k(y_j, y_j')
@@ -103,12 +110,11 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str, sigma: float) -> torch.Te
     (gaussian) or exp(-||u - v||_1 / (2 sigma)) (laplacian). sigma enters unsquared, as in
     BEAR's and OSRL's code; the 1e-6 keeps the square root differentiable at 0.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown MMD kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+    kernel = MMDKernel(kernel)
 
     def mean_kernel(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         diff = u.unsqueeze(2) - v.unsqueeze(1)  # (B, N, M, d)
-        dist = diff.pow(2).sum(-1) if kernel == "gaussian" else diff.abs().sum(-1)
+        dist = diff.pow(2).sum(-1) if kernel == MMDKernel.gaussian else diff.abs().sum(-1)
         return torch.exp(-dist / (2.0 * sigma)).mean((1, 2))
 
     return sqrt(mean_kernel(x, x) + mean_kernel(y, y) - 2.0 * mean_kernel(x, y) + 1e-6)
@@ -121,14 +127,9 @@ class BEARL(OfflineLearnerBase):
 
     TRAINED = OfflineLearnerBase.TRAINED + (
         "actor_target",
-        "vae",
         "log_alpha_mmd",
         "pid",
         "num_updates",
-        "actor_optimizer",
-        "reward_critic_optimizer",
-        "cost_critic_optimizer",
-        "vae_optimizer",
         "alpha_mmd_optimizer",
     )
 
@@ -142,23 +143,16 @@ class BEARL(OfflineLearnerBase):
         episode_len: int,
         device: torch.device,
     ) -> None:
-        if cfg.kernel not in KERNELS:
-            raise ValueError(f"unknown MMD kernel {cfg.kernel!r}; valid: {', '.join(KERNELS)}")
-        super().__init__(obs_dim, act_dim, sizes, cfg, device)  # pi, Q_r, Q_c, Qbar_r, Qbar_c
+        # pi, Q_r, Q_c, Qbar_r, Qbar_c, the critics' optimizers, l
+        super().__init__(obs_dim, act_dim, sizes, cfg, cost_limit, episode_len, device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        latent_dim = cfg.vae_latent_dim or 2 * act_dim
-        self.vae = ConditionalVAE(obs_dim, act_dim, cfg.vae_hidden_sizes, latent_dim).to(device)
+        self.build_behaviour_model(obs_dim, act_dim)
         self.log_alpha_mmd = torch.tensor(cfg.log_alpha_mmd_init, device=device, requires_grad=True)
-        # l in scaled cost units (OSRL: from the unscaled d).
-        self.q_threshold = qc_threshold(cost_limit * cfg.cost_scale, episode_len, cfg.gamma)
         # lambda: OSRL's PID on mean_batch Q_c(s, a~) - l (its state on the device: no host sync).
         self.pid = QcPIDLagrangian(cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, self.q_threshold, device)
         self.num_updates = 0
 
         self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.reward_critic_optimizer = adam(self.reward_critic.parameters(), lr=cfg.critic_lr)
-        self.cost_critic_optimizer = adam(self.cost_critic.parameters(), lr=cfg.critic_lr)
-        self.vae_optimizer = adam(self.vae.parameters(), lr=cfg.vae_lr)
         self.alpha_mmd_optimizer = adam([self.log_alpha_mmd], lr=cfg.mmd_alpha_lr)
 
     @property
@@ -170,35 +164,18 @@ class BEARL(OfflineLearnerBase):
         cfg = self.cfg
         obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
         batch_size = obs.shape[0]
-        discount = cfg.gamma * (1.0 - batch["done"])
 
         # VAE (behaviour model): L_vae = mean ||a_hat - a||^2 + beta mean KL(q(z|s,a) || N(0,I))
         loss_vae = self.vae.loss(obs, act, cfg.vae_kl_weight)
         gradient_step(self.vae_optimizer, loss_vae)
 
-        # Targets with n = num_target_actions draws a'_1..a'_n ~ pi_bar(.|s') (the target actor)
-        # and m = target_mix (BEAR's soft-clipped double-Q):
-        #   y_r = r + gamma (1 - d) max_k [m min_j Qbar_r,j(s', a'_k)
-        #                                  + (1 - m) max_j Qbar_r,j(s', a'_k)]
-        #   y_c = c + gamma (1 - d) max_k Qbar_c(s', a'_k)   (one head: the mix is Qbar_c itself;
-        #                                                     OSRL: no (1 - d))
-        m, n_t = cfg.target_mix, cfg.num_target_actions
+        # Soft-clipped double-Q targets (``soft_clipped_targets``) over n = num_target_actions
+        # draws a'_1..a'_n ~ pi_bar(.|s') (the target actor), then one step of Q_r and Q_c.
         with torch.no_grad():
-            next_obs_n = next_obs.repeat_interleave(n_t, 0)
+            next_obs_n = next_obs.repeat_interleave(cfg.num_target_actions, 0)
             next_act_n, _ = self.actor_target(next_obs_n)
-            next_q_r, next_q_c = (
-                soft_clipped_target(critic, next_obs_n, next_act_n, m, n_t)
-                for critic in (self.reward_critic_target, self.cost_critic_target)
-            )
-            y_r = cfg.reward_scale * batch["reward"] + discount * next_q_r
-            y_c = cfg.cost_scale * batch["cost"] + discount * next_q_c
-
-        # L_Qr = sum_j E (Q_r,j(s,a) - y_r)^2 ;  L_Qc = E (Q_c(s,a) - y_c)^2
-        q_r = self.reward_critic(obs, act)
-        loss_q_r = F.mse_loss(q_r, y_r.expand_as(q_r), reduction="none").mean(1).sum()
-        loss_q_c = F.mse_loss(self.cost_critic(obs, act)[0], y_c)
-        gradient_step(self.reward_critic_optimizer, loss_q_r)
-        gradient_step(self.cost_critic_optimizer, loss_q_c)
+            y_r, y_c = soft_clipped_targets(self, batch, next_obs_n, next_act_n)
+        loss_q_r, loss_q_c = self.critics_step(batch, y_r, y_c)
 
         # MMD between N pre-tanh samples of the behaviour model (VAE decoder before its tanh,
         # z ~ N(0, I) clipped to [-0.5, 0.5]) and of pi (u = mu + sigma eps, before the tanh),
