@@ -92,7 +92,7 @@ def pretrained_spec(cfg: DictConfig, task: TaskSpec, dataset_sha256: str) -> dic
         "format": PRETRAINED_FORMAT,
         "numerics": numerics.identity(),
         "task": task.name,
-        "algo": algo,
+        "algo": algo.value,
         "config": plain_dict(OmegaConf.to_object(cfg.offline[algo])),
         "steps": cfg.offline.steps,
         "sizes": asdict(OmegaConf.to_object(cfg.env.networks)),

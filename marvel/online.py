@@ -8,15 +8,15 @@ from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from marvel.baselines import Baseline
 from marvel.checkpoint_records import LearnerState, OnlineCounters
 from marvel.data.buffer import Batch, ReplayBuffer
 from marvel.diagnostics import rollout_diagnostics
 from marvel.lagrange import LagrangeController
+from marvel.losses import MetricWindow
 from marvel.rollout import Episode, episode_seed, run_episode
-from marvel.sac_lag import LAMBDA_UPDATE_EVERY, SACLag
+from marvel.sac_lag import LambdaUpdateEvery, SACLag
 
 
 class OnlineLearner:
@@ -34,11 +34,6 @@ class OnlineLearner:
     ) -> None:
         """``baselines``: the O2O baselines plugged into the loop (``marvel.baselines``; none:
         Marvel)."""
-        if agent.cfg.lambda_update_every not in LAMBDA_UPDATE_EVERY:
-            raise ValueError(
-                f"lambda_update_every must be one of {LAMBDA_UPDATE_EVERY}, "
-                f"got {agent.cfg.lambda_update_every!r}"
-            )
         self.agent, self.controller, self.env, self.buffer = agent, controller, env, buffer
         self.baselines = list(baselines)
         self.seed = seed
@@ -77,24 +72,20 @@ class OnlineLearner:
     def improve(self, episode_cost: float) -> dict[str, float]:
         """U updates, each of batch_size samples split into minibatch_size gradient steps."""
         cfg, every = self.agent.cfg, self.agent.cfg.lambda_update_every
-        if every == "iteration":
+        if every == LambdaUpdateEvery.iteration:
             self.controller.update(episode_cost)
-        totals: dict[str, torch.Tensor] = {}
-        steps = 0
+        window = MetricWindow()
         for _ in range(cfg.updates_per_iteration):
-            if every == "update":
+            if every == LambdaUpdateEvery.update:
                 self.controller.update(episode_cost)
             batch = self.sample_batch()
             for start in range(0, cfg.batch_size, cfg.minibatch_size):
-                if every == "minibatch":
+                if every == LambdaUpdateEvery.minibatch:
                     self.controller.update(episode_cost)
                 minibatch = {k: v[start : start + cfg.minibatch_size] for k, v in batch.items()}
-                losses = self.agent.update(minibatch, self.controller.lam, self.baselines)
-                for name, value in losses.items():
-                    totals[name] = totals.get(name, 0.0) + value
-                steps += 1
+                window.add(self.agent.update(minibatch, self.controller.lam, self.baselines))
             self.updates += 1
-        return {name: float(total) / max(steps, 1) for name, total in totals.items()}
+        return window.flush()
 
     def sample_batch(self) -> Batch:
         """One update's ``batch_size`` transitions: a baseline's (hybrid replay), else uniform

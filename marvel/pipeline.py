@@ -22,7 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from marvel import numerics
 from marvel.checkpoint import LAST, checkpoint_task
 from marvel.checkpoint_records import FinetuningCheckpoint
-from marvel.config import validate
+from marvel.config_checks import validate
 from marvel.context import (
     RunContext,
     SweepInfo,

@@ -15,12 +15,19 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from marvel.choices import Choice
 from marvel.data.buffer import Batch
 from marvel.losses import bellman_target, critic_loss
 from marvel.nets import adam, frozen, gradient_step, polyak_update
 from marvel.start import NetworkSizes, Pretrained, build_critics, build_networks
 
-LAMBDA_UPDATE_EVERY = ("update", "minibatch", "iteration")
+
+class LambdaUpdateEvery(Choice):
+    """When lambda <- controller.update(J_c) runs (``finetune.lambda_update_every``)."""
+
+    update = "update"
+    minibatch = "minibatch"
+    iteration = "iteration"
 
 
 @dataclass
@@ -52,8 +59,11 @@ class SACLagConfig:
     reuse_actor_optimizer: bool = True
     # When lambda <- controller.update(J_c) runs: per minibatch (the released code, whose gains
     # and dual rates were tuned at that cadence), per update, or once per iteration.
-    lambda_update_every: str = "minibatch"
+    lambda_update_every: LambdaUpdateEvery = LambdaUpdateEvery.minibatch
     buffer_capacity: int = 1_000_000
+
+    def __post_init__(self) -> None:  # the Python API's string (a wrong one raises)
+        self.lambda_update_every = LambdaUpdateEvery(self.lambda_update_every)
 
 
 class UpdateHook(Protocol):

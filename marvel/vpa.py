@@ -24,15 +24,24 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from marvel.choices import Choice
 from marvel.data.buffer import ReplayBuffer
 from marvel.errors import check_finite
 from marvel.losses import MetricWindow
 from marvel.placement import monte_carlo_from_states
 from marvel.sac_lag import SACLag
 
-VPA_STARTS = ("pretrained", "fresh")
 DIAGNOSTIC_SEED_OFFSET = 20_000  # diagnostic rollouts share reset seeds with nothing else
 ACTION_KINDS = ("dataset", "random")  # the diagnostic's first actions
+
+
+class VPAStart(Choice):
+    """Where VPA starts (``vpa.start``): the pretrained critics (the paper's description) or
+    freshly initialised ones (the released code's effective behaviour: METHOD.md section 3,
+    "Where VPA starts")."""
+
+    pretrained = "pretrained"
+    fresh = "fresh"
 
 
 @dataclass
@@ -40,9 +49,7 @@ class VPAConfig:
     """The ``vpa`` config group. Budget and minibatching are the released code's."""
 
     enabled: bool = False
-    # Where VPA starts: the pretrained critics (the paper's description) or freshly initialised
-    # ones (the released code's effective behaviour: METHOD.md section 3, "Where VPA starts")
-    start: str = "pretrained"
+    start: VPAStart = VPAStart.pretrained
     alpha_reward: float = 0.0  # alpha_r^VPA (0 and 0: the released code's plain `vpa`)
     alpha_cost: float = 0.0  # alpha_c^VPA (the paper: alpha_r^VPA > alpha_c^VPA)
     iterations: int = 5000  # each draws batch_size offline transitions
@@ -53,6 +60,9 @@ class VPAConfig:
     diagnostic_states: int = 32
     diagnostic_rollouts: int = 3
     diagnostic_horizon: int | None = None
+
+    def __post_init__(self) -> None:  # the Python API's string (a wrong one raises)
+        self.start = VPAStart(self.start)
 
 
 def align(

@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 from marvel.baselines import make_baselines
 from marvel.choices import Choice, refuse_bad_choices
-from marvel.config import MarvelConfig, register_configs, validate
+from marvel.config import MarvelConfig, register_configs
+from marvel.config_checks import validate
 from marvel.envs import CUSTOM, TASKS
 from marvel.errors import ConfigError
 from tests.helpers import compose_config
@@ -93,7 +94,6 @@ def test_unknown_option_lists_valid_ones() -> None:
         ("budget.online_iterations=0", "budget.online_iterations"),
         ("finetune.episodes_per_iteration=0", "finetune.episodes_per_iteration"),
         ("finetune.minibatch_size=100", "finetune.minibatch_size"),
-        ("finetune.lambda_update_every=epoch", "lambda_update_every"),
         ("stage=evaluate", "checkpoint"),
         ("baselines.offline_fraction=1", "baselines.offline_fraction"),
         ("eval_envs=0", "eval_envs"),
@@ -134,6 +134,12 @@ CHOICE_REFUSALS = [
     ("pid.optimizer=rmsprop", "pid.optimizer: got 'rmsprop'; valid: adam, sgd"),
     ("offline.cpq.ood_penalty=paper", "ood_penalty: got 'paper'; valid: target, differentiable"),
     ("offline.bearl.kernel=rbf", "offline.bearl.kernel: got 'rbf'; valid: gaussian, laplacian"),
+    ("offline.algo=iql", "offline.algo: got 'iql'; valid: none, cpq, bearl, bcql"),
+    ("vpa.start=warm", "vpa.start: got 'warm'; valid: pretrained, fresh"),
+    (
+        "finetune.lambda_update_every=epoch",
+        "finetune.lambda_update_every: got 'epoch'; valid: update, minibatch, iteration",
+    ),
     ("stage=collect,train", "stage: got 'train'"),  # a sweep's values too
 ]
 

@@ -14,7 +14,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from marvel.analysis.dashboard import build_workspace
-from marvel.config import SWEEPS_DIR, register_configs, validate
+from marvel.config import SWEEPS_DIR, register_configs
+from marvel.config_checks import validate
 from marvel.context import SweepInfo
 from marvel.launch import torch_threads_for_job
 from tests.helpers import ROOT, job_dirs, read_metrics, read_summary, run_cli

@@ -49,7 +49,11 @@ def run_vpa(ctx: RunContext, agent: SACLag, dataset: Dataset, env: gym.Env) -> d
 
         losses = align(agent, offline, vpa_cfg, log=log_vpa)
     ctx.timings["vpa_s"] = time.perf_counter() - start
-    summary: dict[str, Any] = {"iterations": vpa_cfg.iterations, "start": vpa_cfg.start, **losses}
+    summary: dict[str, Any] = {
+        "iterations": vpa_cfg.iterations,
+        "start": vpa_cfg.start.value,
+        **losses,
+    }
     if sample is not None:
         after = critic_diagnostic(agent, sample)
         summary["diagnostic"] = {"states": len(sample.obs), "before": before, "after": after}
@@ -77,7 +81,7 @@ def _fmt(value: float | None) -> str:
 
 
 def lambda_init(cfg: DictConfig, pretrained: Pretrained | None) -> float:
-    """lambda_0: a number, the offline algorithm's multiplier (``offline``; config.validate
+    """lambda_0: a number, the offline algorithm's multiplier (``offline``; config_checks.validate
     requires an offline algorithm) or the paper's Figure 2 value for the task (``figure2``)."""
     value = cfg.pid.lambda_init
     if value == "offline":

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from marvel.baselines import make_baselines
 from marvel.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
 from marvel.checkpoint_records import FinetuneProgress, FinetuningCheckpoint
+from marvel.choices import plain_dict
 from marvel.context import RunContext, derived_seed, log, seed_everything
 from marvel.data.buffer import ReplayBuffer
 from marvel.envs import space_dims
@@ -113,7 +114,7 @@ def finetune(
                     seed=cfg.seed,
                     dims=[obs_dim, act_dim],
                     config_digest=config_digest(cfg),
-                    agent_config=asdict(agent_cfg),
+                    agent_config=plain_dict(agent_cfg),
                     sizes=asdict(agent.sizes),
                     learner=learner.state(),
                     rng=rng_state(),

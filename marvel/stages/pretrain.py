@@ -120,7 +120,7 @@ def pretrained_start(
     info = {
         "path": str(path),
         "cached": cached,
-        "algo": algo,
+        "algo": algo.value,
         "lagrange_multiplier": pretrained.lagrange_multiplier,
         "metrics": pretrained.metrics,
     }
