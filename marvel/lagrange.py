@@ -215,8 +215,9 @@ class AdaptivePID(PIDLagrangian):
         K_d <- K_d (1 + g s/m)
     then every gain is clipped to [K0 / gain_clip, gain_clip K0] of its initial value K0.
     METHOD.md writes the K_p and K_i rules as two branches (m > d: 1 + a (m - d)/m; else
-    1 - a (d - m)/m); they are one expression. Gains grow while the cost is above the limit and
-    shrink below it; K_d grows with the cost's volatility.
+    1 - a (d - m)/m); they are one expression. K_p and K_i grow while the window's mean m is
+    above the limit and shrink below it, so they follow the cost with the window's lag; K_d
+    never shrinks (its factor is at least 1) and grows with the cost's volatility.
     """
 
     def __init__(
