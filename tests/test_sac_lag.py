@@ -14,6 +14,7 @@ import torch
 from marvel.baselines import BaselinesConfig, JumpStartRL, PolicyExpansion, make_baselines
 from marvel.checkpoint import load_checkpoint, load_policy, rng_state, save_checkpoint
 from marvel.checkpoint_records import FinetuneProgress, FinetuningCheckpoint
+from marvel.choices import plain_dict
 from marvel.config import CollectConfig
 from marvel.data.buffer import ReplayBuffer
 from marvel.diagnostics import rollout_diagnostics
@@ -122,7 +123,7 @@ def test_load_policy_rebuilds_the_actor_at_the_recorded_sizes(tmp_path: Path) ->
         seed=0,
         dims=[agent.obs_dim, agent.act_dim],
         config_digest="digest",
-        agent_config=dataclasses.asdict(agent.cfg),
+        agent_config=plain_dict(agent.cfg),
         sizes=dataclasses.asdict(sizes),
         learner=learner.state(),
         rng=rng_state(),
