@@ -13,13 +13,14 @@ STAMP := $(VENV)/.installed
 LOCK := constraints.txt
 # $(call install,<venv bin>,<constraint flags>): torch first, marvel with its extras, dsrl.
 install = $(1)/pip install -q $(2) torch==2.13.0 && \
-	$(1)/pip install -q $(2) -e ".[dev,mujoco]" && \
+	$(1)/pip install -q $(2) -e ".[dev,mujoco,tune]" && \
 	$(1)/pip install -q $(2) --no-deps dsrl==0.1.0
 
 # torch==2.13.0 first: a local CPU wheel here, and it satisfies the `torch>=2.4` range so pip adds
 # no CUDA build. dsrl==0.1.0 with --no-deps: its safety-gymnasium pin pulls pygame==2.1.0, which
 # does not build on Python 3.11; marvel never imports dsrl's safety-gymnasium module. The mujoco
-# extra adds the velocity tasks (a 4 MB wheel); `pip install -e .` alone serves the Bullet tasks.
+# extra adds the velocity tasks (a 4 MB wheel), the tune extra the search (+sweep=tune: Optuna);
+# `pip install -e .` alone serves the Bullet tasks.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(call install,$(BIN),-c $(LOCK))
@@ -37,7 +38,7 @@ test-all: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check marvel tests run.py benchmarks
+	$(BIN)/ruff check marvel hydra_plugins tests run.py benchmarks
 	$(BIN)/lint-imports
 
 bench: setup

@@ -1,13 +1,16 @@
-"""Helpers the tests share (the fixtures are in conftest.py): the CLI runner, config
-composition, reading a run dir, and the offline algorithms' reference computations."""
+"""Helpers the tests share (the fixtures are in conftest.py): the CLI runner and a command
+killed mid-way, config composition, reading a run dir, and the offline algorithms' reference
+computations."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +42,37 @@ def run_cli(
     return proc
 
 
+def kill_when(
+    command: tuple[str, ...],
+    run_dir: Path,
+    ready,
+    output: Path,
+    timeout: float = 300,
+    sig: signal.Signals = signal.SIGKILL,
+) -> None:
+    """Run ``python run.py <command>`` and send it ``sig`` as soon as ``ready(output text)``
+    holds."""
+    with output.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *command, f"hydra.run.dir={run_dir}"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+            # a shell's background job ignores SIGINT, and a child inherits that: restore it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ready(output.read_text()):
+                proc.send_signal(sig)
+                break
+            time.sleep(0.02)
+        proc.wait()
+    expected = 130 if sig == signal.SIGINT else -sig  # Ctrl-C: run.py exits 130
+    assert proc.returncode == expected, f"not ended by {sig.name}:\n{output.read_text()}"
+
+
 def locked_version_mismatches() -> dict[str, str]:
     """The packages of constraints.txt whose installed version is another (or none):
     ``{name: "locked X, installed Y"}``; a local label (``+cpu``) is not a difference."""
@@ -56,15 +90,20 @@ def locked_version_mismatches() -> dict[str, str]:
     return found
 
 
-def compose_config(*overrides: str) -> Any:
-    """The job config ``python run.py <overrides>`` composes (Hydra's compose API)."""
+def compose_config(*overrides: str, with_hydra: bool = False) -> Any:
+    """The job config ``python run.py <overrides>`` composes (Hydra's compose API), with its
+    ``hydra`` node (the sweeper's and the launcher's settings) when ``with_hydra``."""
     from hydra import compose, initialize_config_dir
 
     from marvel.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def compose_with_hydra(*overrides: str) -> Any:
+    return compose_config(*overrides, with_hydra=True)
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

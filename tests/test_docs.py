@@ -19,7 +19,9 @@ DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob(
 README_MAX_LINES = 220
 
 # The repo's folders: a word that starts with one of them and a slash is a repo-relative path.
-REPO_PATH = re.compile(r"(?<![\w./~$-])((?:benchmarks|conf|docs|marvel|sweeps|tests)/[\w./-]*)")
+REPO_PATH = re.compile(
+    r"(?<![\w./~$-])((?:benchmarks|conf|docs|hydra_plugins|marvel|sweeps|tests)/[\w./-]*)"
+)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 MODULE_COMMAND = re.compile(r"python -m (marvel[\w.]*)")
 IMPORT = re.compile(r"from (marvel[\w.]*) import (\w+(?:, \w+)*)")

@@ -4,11 +4,8 @@ checkpoint and ends with exactly the numbers of an uninterrupted run."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +18,7 @@ from marvel.offline.bcql import BCQL, BCQLConfig
 from marvel.offline.bearl import BEARL, BEARLConfig
 from marvel.offline.cpq import CPQ, CPQConfig
 from marvel.start import NetworkSizes
-from tests.helpers import ROOT, read_metrics, read_summary, run_cli
+from tests.helpers import kill_when, read_metrics, read_summary, run_cli
 
 # The whole Marvel pipeline at smoke budget, long enough to be killed between checkpoints.
 RUN = (
@@ -41,37 +38,6 @@ def run_rows(run_dir: Path) -> list[dict]:
         for row in read_metrics(run_dir)
         if "offline/step" not in row
     ]
-
-
-def kill_when(
-    command: tuple[str, ...],
-    run_dir: Path,
-    ready,
-    output: Path,
-    timeout: float = 300,
-    sig: signal.Signals = signal.SIGKILL,
-) -> None:
-    """Run ``python run.py <command>`` and send it ``sig`` as soon as ``ready(output text)``
-    holds."""
-    with output.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "run.py"), *command, f"hydra.run.dir={run_dir}"],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
-            # a shell's background job ignores SIGINT, and a child inherits that: restore it
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ready(output.read_text()):
-                proc.send_signal(sig)
-                break
-            time.sleep(0.02)
-        proc.wait()
-    expected = 130 if sig == signal.SIGINT else -sig  # Ctrl-C: run.py exits 130
-    assert proc.returncode == expected, f"not ended by {sig.name}:\n{output.read_text()}"
 
 
 def killed_mid_finetuning(run_dir: Path, sig: signal.Signals = signal.SIGKILL) -> None:

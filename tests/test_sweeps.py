@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -18,7 +17,7 @@ from marvel.config import SWEEPS_DIR, register_configs
 from marvel.config_checks import validate
 from marvel.context import SweepInfo
 from marvel.launch import torch_threads_for_job
-from tests.helpers import ROOT, job_dirs, read_metrics, read_summary, run_cli
+from tests.helpers import compose_with_hydra, job_dirs, read_metrics, read_summary, run_cli
 
 register_configs()
 
@@ -31,11 +30,6 @@ SWEEP_JOBS = {  # sweep -> number of jobs at budget=smoke (2 seeds)
     "envs_velocity": 5 * 2,
     "init_lambda": 2 * 2,
 }
-
-
-def compose_with_hydra(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
 def sweep_jobs(name: str, *overrides: str) -> list[list[str]]:
@@ -69,7 +63,8 @@ def test_sweep_files_compose(name: str) -> None:
 
 
 def test_every_sweep_file_is_tested() -> None:
-    assert sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) == sorted(SWEEP_JOBS)
+    searches = ["tune"]  # no grid: tests/test_tune.py
+    assert sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) == sorted([*SWEEP_JOBS, *searches])
 
 
 def test_seeds_follow_the_budget_and_the_command_line() -> None:

@@ -1,9 +1,11 @@
 """Statistics over seeds and envs of finished runs: the runs grouped by env and method, mean and
-sample std, the mean curve over seeds, the results table's aggregates with the safe and best
-marks, and the interquartile mean with rliable's stratified-bootstrap confidence intervals."""
+sample std, a run's scores over the last third of its updates, the mean curve over seeds, the
+results table's aggregates with the safe and best marks, and the interquartile mean with
+rliable's stratified-bootstrap confidence intervals."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +30,16 @@ def mean_std(values: Iterable[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (n - 1); the deviation is None for one value."""
     array = np.asarray(list(values), dtype=float)
     return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else None
+
+
+def last_third(record: RunRecord) -> tuple[float, float]:
+    """Mean normalized reward and cost of the run's evaluations after two thirds of its updates
+    (NaN where none falls there): the report's late scores and the tuner's objective."""
+    updates = record.final["updates"]
+    points = [v for update, v in sorted(record.curve.items()) if 3 * update > 2 * updates]
+    if not points:
+        return math.nan, math.nan
+    return float(np.mean([p[0] for p in points])), float(np.mean([p[1] for p in points]))
 
 
 def curve_stats(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from marvel.analysis.runs import method_order
-from marvel.analysis.stats import mean_std
+from marvel.analysis.stats import last_third, mean_std
 from marvel.report.suites import MAIN_ALGOS, Run
 
 ABLATIONS = ("marvel", "vpa_pid", "vpa_only", "apid_only")  # not baselines of claim 2
@@ -24,18 +24,11 @@ CLAIMS = (
 )
 
 
-def last_third(run: Run) -> tuple[float, float]:
-    """Mean normalized reward and cost of the evaluations after two thirds of the updates."""
-    updates = run.summary["online"]["updates"]
-    points = [v for update, v in sorted(run.record.curve.items()) if 3 * update > 2 * updates]
-    return float(np.mean([p[0] for p in points])), float(np.mean([p[1] for p in points]))
-
-
 def preset_entry(runs: Sequence[Run]) -> dict[str, Any]:
     """A preset's scores on a task: means and sample stds over its seeds."""
 
     finals = [run.summary["eval"] for run in runs]
-    thirds = [last_third(run) for run in runs]
+    thirds = [last_third(run.record) for run in runs]
     return {
         "seeds": [run.record.seed for run in runs],
         "updates": sorted({run.summary["online"]["updates"] for run in runs}),
@@ -155,7 +148,7 @@ def diagnostics(runs: Sequence[Run]) -> dict[str, float | None]:
         limit = run.summary["task"]["cost_limit"]
         rollout_cost = mean([r.get("train/episode_cost") for r in late])
         per_run["rollout_cost"].append(None if rollout_cost is None else rollout_cost / limit)
-        per_run["eval_cost"].append(last_third(run)[1])
+        per_run["eval_cost"].append(last_third(run.record)[1])
         first = next((r for r in rows if r.get("diag/q_cost") is not None), {})
         per_run["q_cost_first"].append(first.get("diag/q_cost"))
         per_run["mc_cost_first"].append(first.get("diag/mc_cost"))

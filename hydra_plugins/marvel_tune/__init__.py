@@ -1,0 +1,1 @@
+"""marvel's tuning sweeper for Hydra (``hydra/sweeper=marvel_tune``; its logic: marvel.tune)."""
