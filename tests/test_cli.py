@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,16 @@ from tests.helpers import (
 )
 
 SMOKE = ("budget=smoke",)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """This module's runs build and reuse a cache of their own: what they assert about cache
+    misses and hits holds whichever tests ran before them in the session."""
+    session_cache = os.environ["MARVEL_CACHE"]
+    os.environ["MARVEL_CACHE"] = str(tmp_path_factory.mktemp("cli-cache"))
+    yield
+    os.environ["MARVEL_CACHE"] = session_cache
 
 
 @pytest.fixture(scope="module")
