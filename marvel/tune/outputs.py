@@ -1,7 +1,8 @@
 """What a search leaves in its sweep dir besides its runs and study.db, rewritten after every
 batch so a killed search has them too: the best feasible trial's settings as overrides
-(``best.txt``) and as YAML for the config files they belong in (``best.yaml``), the trials'
-table (``trials.md``) and Optuna's plots (``history.png``, ``importances.png``)."""
+(``<sweep dir>/best.txt``) and as YAML for the config files they belong in (``best.yaml``), the
+trials' table (``<sweep dir>/trials.md``, written here) and Optuna's plots (``history.png``,
+``importances.png``)."""
 
 from __future__ import annotations
 
@@ -130,7 +131,8 @@ def _cell(value: Any) -> str:
 
 
 def trials_table(trials: Sequence[FrozenTrial], search: Search, notes: Sequence[str]) -> str:
-    """trials.md: one row per trial (state, values, scores, run dirs), then the notes."""
+    """The text of ``<sweep dir>/trials.md``: one row per trial (state, values, scores, run
+    dirs), then the notes."""
     retried = {t.user_attrs[RESUMES]: t.number for t in trials if RESUMES in t.user_attrs}
     header = ["trial", "state", *search.keys, "reward", "cost", "feasible", "run dirs"]
     rows = []
@@ -205,7 +207,7 @@ def draw_plots(study: optuna.Study, sweep_dir: Path) -> list[str]:
         notes.append("importances.png: not drawn yet, it needs 2 complete trials.")
     for name, plot in plots.items():
         # optuna sets a style (kept inside), calls its plots experimental and says when few
-        # trials make the importances equal (trials.md has the trials)
+        # trials make the importances equal (the sweep dir's table has the trials)
         with matplotlib.rc_context(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             figure = plot().figure
