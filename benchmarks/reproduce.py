@@ -1,17 +1,20 @@
 """The runs behind docs/RESULTS.md, made a session at a time and kept in the repository.
 
     python benchmarks/reproduce.py --runs <scratch dir> [--until 03:20] [--jobs 2] \\
-        [--suites default paper] [--tasks BallRun AntRun] [--dry-run]
+        [--suites default paper] [--tasks BallRun AntRun] [--presets ...] [--seeds ...] \\
+        [--archive docs/results/runs] [--dry-run]
 
-Runs every run of the report's suites (docs/REPRODUCING.md, "More tasks") that
-``docs/results/runs/`` does not hold yet, ``--jobs`` at a time with one torch thread each, as
+Runs every run of the report's suites (docs/REPRODUCING.md, "More tasks") that the archive
+(``docs/results/runs/``) does not hold yet, ``--jobs`` at a time with one torch thread each, as
 single runs ``python run.py experiment=<preset> env=<task> seed=<seed> <suite overrides>
-hydra.run.dir=<scratch dir>/<suite>/<task>/<name>``; a finished run's evidence goes into
-``docs/results/runs/<suite>/<task>/<name>`` at once (``marvel.report.archive``), so a session's
-end loses at most the runs in flight, and the next session, on any machine, starts where this one
-stopped. ``--until HH:MM`` (UTC) starts no run that would, by the wall time of the same suite,
-task and preset already in the archive, end after it. Each start and end is appended to
-``docs/results/runs/attempts.log``: the campaign's CPU time, interrupted attempts included.
+hydra.run.dir=<scratch dir>/<suite>/<task>/<name>``. A finished run's evidence goes into the
+archive at once (``marvel.report.archive``, same relative path), so a session's end loses at most
+the runs in flight, and the next session, on any machine, starts where this one stopped. The
+``smoke`` suite (``budget=smoke``, run only when named) checks the commands.
+
+``--until HH:MM`` (UTC) starts no run that would end after it, judged by the wall time of the
+same suite, task and method already in the archive. Each start and end is appended to the
+archive's ``attempts.log``: the campaign's CPU time, interrupted attempts included.
 
 The tasks of a suite run two by two, their runs interleaved, so that two jobs pretrain two tasks
 side by side instead of one waiting on the other's pi_0 (``offline.seed=0``: one per task).
@@ -40,7 +43,7 @@ from marvel.envs import BULLET_TASKS  # noqa: E402
 from marvel.report.archive import archive  # noqa: E402
 
 ARCHIVE = ROOT / "docs" / "results" / "runs"
-ATTEMPTS = ARCHIVE / "attempts.log"
+ATTEMPTS = "attempts.log"  # in the archive
 SEEDS = (0, 1, 2)
 PRESETS = ("marvel", "warm_start", "from_scratch")
 ABLATION = ("vpa_pid", "vpa_only", "apid_only")
@@ -51,7 +54,9 @@ COMMON = ("logger=none", "torch_threads=1")
 SUITES = {  # name -> the overrides of its every run
     "default": ("budget=default",),
     "paper": ("budget=paper", "budget.offline_steps=10000", "offline.seed=0"),
+    "smoke": ("budget=smoke",),
 }
+REPORTED = ("default", "paper")
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,12 @@ class Run:
     offline: str = "cpq"
 
     @property
+    def method(self) -> str:
+        return self.preset if self.offline == "cpq" else f"{self.preset}_{self.offline}"
+
+    @property
     def name(self) -> str:
-        algo = "" if self.offline == "cpq" else f"_{self.offline}"
-        return f"{self.preset}{algo}_s{self.seed}"
+        return f"{self.method}_s{self.seed}"
 
     @property
     def where(self) -> str:
@@ -86,16 +94,16 @@ class Run:
         ]
 
 
-def task_runs(suite: str, task: str) -> list[Run]:
+def task_runs(suite: str, task: str, seeds: list[int]) -> list[Run]:
     """One task's runs of a suite: the three presets, the ablation on its four tasks and the
     compatibility study on its one, at the paper's budget."""
     presets = PRESETS + (ABLATION if suite == "paper" and task in ABLATION_TASKS else ())
-    runs = [Run(suite, task, preset, seed) for seed in SEEDS for preset in presets]
+    runs = [Run(suite, task, preset, seed) for seed in seeds for preset in presets]
     if suite == "paper" and task == COMPAT_TASK:
         runs += [
             Run(suite, task, preset, seed, algo)
             for algo in COMPAT_ALGOS
-            for seed in SEEDS
+            for seed in seeds
             for preset in ("marvel", "warm_start")
         ]
     return runs
@@ -106,57 +114,61 @@ def interleave(first: list[Run], second: list[Run]) -> Iterator[Run]:
         yield from (runs[i] for runs in (first, second) if i < len(runs))
 
 
-def campaign(suites: list[str], tasks: list[str]) -> list[Run]:
-    """Every run, in the order they start: suite by suite, two tasks at a time, interleaved."""
+def campaign(
+    suites: list[str], tasks: list[str], presets: list[str], seeds: list[int]
+) -> list[Run]:
+    """Every run of those presets and seeds, in the order they start: suite by suite, two tasks
+    at a time, their runs interleaved."""
     order = []
     for suite in suites:
         for i in range(0, len(tasks), 2):
-            pair = [task_runs(suite, task) for task in tasks[i : i + 2]]
+            pair = [
+                [run for run in task_runs(suite, task, seeds) if run.preset in presets]
+                for task in tasks[i : i + 2]
+            ]
             order += interleave(pair[0], pair[1] if len(pair) > 1 else [])
     return order
 
 
-def archived(run: Run) -> dict | None:
-    path = ARCHIVE / run.where / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def archived(run: Run, archive_dir: Path) -> bool:
+    return (archive_dir / run.where / "summary.json").is_file()
 
 
-def expected_wall_s(run: Run) -> float | None:
+def expected_wall_s(run: Run, archive_dir: Path) -> float | None:
     """The median wall time of the archived runs of the same suite, task and preset."""
     times = [
-        summary["timings"]["total_s"]
-        for path in (ARCHIVE / run.suite / run.task).glob(f"{run.preset}_s*/summary.json")
-        for summary in [json.loads(path.read_text())]
+        json.loads(path.read_text())["timings"]["total_s"]
+        for path in (archive_dir / run.suite / run.task).glob(f"{run.method}_s*/summary.json")
     ]
     return statistics.median(times) if times else None
 
 
-def log_attempt(lock: threading.Lock, run: Run, event: str) -> None:
+def log_attempt(archive_dir: Path, lock: threading.Lock, run: Run, event: str) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with lock, ATTEMPTS.open("a") as log:
+    with lock, (archive_dir / ATTEMPTS).open("a") as log:
         log.write(f"{stamp} {event} {run.where}\n")
 
 
-def execute(run: Run, scratch: Path, until: dt.datetime | None, lock: threading.Lock) -> str:
-    """Run one run unless the archive holds it or it would end after ``until``; archive it."""
-    if archived(run) is not None:
-        return f"{run.where}: archived already"
-    expected = expected_wall_s(run)
+def execute(
+    run: Run, scratch: Path, archive_dir: Path, until: dt.datetime | None, lock: threading.Lock
+) -> str:
+    """Run one run unless it would end after ``until``; archive it."""
+    expected = expected_wall_s(run, archive_dir)
     if until is not None and expected is not None:
         if dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expected) > until:
             return f"{run.where}: not started (about {expected:.0f} s, past --until)"
     run_dir = scratch / run.where
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_attempt(lock, run, "start")
+    log_attempt(archive_dir, lock, run, "start")
     start = time.perf_counter()
     with (run_dir / "stdout.txt").open("a") as out:
         child = subprocess.run(run.command(run_dir), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
-    log_attempt(lock, run, f"end rc={child.returncode} wall_s={wall:.0f}")
+    log_attempt(archive_dir, lock, run, f"end rc={child.returncode} wall_s={wall:.0f}")
     if child.returncode != 0:
         return f"{run.where}: FAILED ({child.returncode}, {run_dir / 'stdout.txt'}), {wall:.0f} s"
     with lock:
-        archive(run_dir, ARCHIVE / run.where)
+        archive(run_dir, archive_dir / run.where)
     return f"{run.where}: ok, {wall:.0f} s"
 
 
@@ -175,22 +187,26 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, required=True, help="scratch dir of the run dirs")
     parser.add_argument("--until", help="HH:MM UTC: start no run expected to end later")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (1 thread each)")
-    parser.add_argument("--suites", nargs="+", choices=list(SUITES), default=list(SUITES))
+    parser.add_argument("--suites", nargs="+", choices=list(SUITES), default=list(REPORTED))
     parser.add_argument("--tasks", nargs="+", choices=BULLET_TASKS, default=list(BULLET_TASKS))
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS + ABLATION))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--archive", type=Path, default=ARCHIVE, help=f"default {ARCHIVE}")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to make")
     args = parser.parse_args()
-    runs = campaign(args.suites, args.tasks)
-    todo = [run for run in runs if archived(run) is None]
-    print(f"{len(runs) - len(todo)} of {len(runs)} runs archived in {ARCHIVE}", flush=True)
+    runs = campaign(args.suites, args.tasks, args.presets, args.seeds)
+    todo = [run for run in runs if not archived(run, args.archive)]
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs archived in {args.archive}", flush=True)
+    scratch = args.runs.resolve()
     if args.dry_run:
         for run in todo:
-            print(" ".join(run.command(args.runs.resolve() / run.where)[1:]))
+            print(" ".join(run.command(scratch / run.where)[1:]))
         return
     os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
-    ARCHIVE.mkdir(parents=True, exist_ok=True)
+    args.archive.mkdir(parents=True, exist_ok=True)
     until, lock = parse_until(args.until), threading.Lock()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        started = [pool.submit(execute, run, args.runs.resolve(), until, lock) for run in todo]
+        started = [pool.submit(execute, run, scratch, args.archive, until, lock) for run in todo]
         for done in as_completed(started):
             print(done.result(), flush=True)
 

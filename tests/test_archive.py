@@ -1,18 +1,23 @@
 """``python -m marvel.report.archive`` on a real sweep (the smoke ablation sweep): the archive
 holds only the runs' evidence, the report written from it is the report written from the runs,
 an archived run is kept and a different one of the same name refused, and a copy cut short is
-completed by the same command."""
+completed by the same command. ``benchmarks/reproduce.py`` on one smoke run: archived as it
+ends, not run again, and a run that would end after ``--until`` not started."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from marvel.report.archive import RUN_EVIDENCE, main
 from marvel.report.cli import main as report_main
-from tests.helpers import job_dirs
+from tests.helpers import ROOT, job_dirs
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +99,40 @@ def test_bad_dirs_are_refused_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("marvel.report.archive: error: ") and err.count("\n") == 1
     assert not (ablation_sweep / "archive").exists()
+
+
+def reproduce(*args: str) -> subprocess.CompletedProcess[str]:
+    script = ROOT / "benchmarks" / "reproduce.py"
+    command = [sys.executable, str(script), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_campaign_archives_each_run_and_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    archive_dir = tmp_path / "archive"
+    where = ["--runs", str(tmp_path / "runs"), "--archive", str(archive_dir)]
+    one = ["--suites", "smoke", "--tasks", "BallCircle", "--presets", "from_scratch"]
+    done = reproduce(*where, *one, "--seeds", "0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "smoke/BallCircle/from_scratch_s0: ok" in done.stdout
+    run = archive_dir / "smoke" / "BallCircle" / "from_scratch_s0"
+    assert sorted(p.name for p in run.rglob("*") if p.is_file()) == sorted(
+        Path(name).name for name in RUN_EVIDENCE
+    )
+    attempts = (archive_dir / "attempts.log").read_text().splitlines()
+    assert [line.split()[1:] for line in attempts] == [
+        ["start", "smoke/BallCircle/from_scratch_s0"],
+        ["end", "rc=0", attempts[1].split()[3], "smoke/BallCircle/from_scratch_s0"],
+    ]
+
+    again = reproduce(*where, *one, "--seeds", "0")
+    assert again.returncode == 0 and "1 of 1 runs archived" in again.stdout
+    assert (archive_dir / "attempts.log").read_text().splitlines() == attempts
+
+    summary = json.loads((run / "summary.json").read_text())
+    summary["timings"]["total_s"] = 86_400.0  # a day a run: nothing fits before --until
+    (run / "summary.json").write_text(json.dumps(summary))
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%H:%M")
+    later = reproduce(*where, *one, "--seeds", "1", "--until", until)
+    assert later.returncode == 0
+    assert "smoke/BallCircle/from_scratch_s1: not started (about 86400 s" in later.stdout
+    assert not (tmp_path / "runs" / "smoke" / "BallCircle" / "from_scratch_s1").exists()
