@@ -180,7 +180,7 @@ def trials_table(trials: Sequence[FrozenTrial], search: Search, notes: Sequence[
 
 
 def _save_png(figure: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
 
 
 def draw_plots(study: optuna.Study, sweep_dir: Path) -> list[str]:
