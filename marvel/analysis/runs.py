@@ -191,6 +191,21 @@ def load_run_dir(run_dir: Path) -> RunRecord:
     )
 
 
+def finished_run_dirs(top: Path) -> list[Path]:
+    """The dirs of the finished finetuning runs under ``top`` (searched recursively for
+    summary.json; unreadable ones warned and skipped)."""
+    found = []
+    for path in sorted(top.rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            warn(f"skipping {path.parent.resolve()}: unreadable summary.json ({e})")
+            continue
+        if is_finetune_run(summary, str(path.parent.resolve())):
+            found.append(path.parent)
+    return found
+
+
 def load_local(dirs: Sequence[str | Path]) -> list[RunRecord]:
     """Every finished finetuning run under ``dirs`` (searched recursively for summary.json)."""
     runs = []
@@ -198,18 +213,10 @@ def load_local(dirs: Sequence[str | Path]) -> list[RunRecord]:
     for top in map(Path, dirs):
         if not top.is_dir():
             raise AnalysisError(f"no such directory: {top}")
-        for path in sorted(top.rglob("summary.json")):
-            run_dir = path.parent.resolve()
-            if run_dir in seen:
-                continue
-            seen.add(run_dir)
-            try:
-                summary = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                warn(f"skipping {run_dir}: unreadable summary.json ({e})")
-                continue
-            if is_finetune_run(summary, str(run_dir)):
-                runs.append(load_run_dir(path.parent))
+        for run_dir in finished_run_dirs(top):
+            if run_dir.resolve() not in seen:
+                seen.add(run_dir.resolve())
+                runs.append(load_run_dir(run_dir))
     return runs
 
 

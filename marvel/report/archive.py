@@ -17,13 +17,12 @@ completes it.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
 from marvel.analysis.command import run_command
-from marvel.analysis.runs import is_finetune_run
+from marvel.analysis.runs import finished_run_dirs
 from marvel.errors import AnalysisError
 from marvel.fsutil import atomic_write
 
@@ -32,19 +31,6 @@ PROG = "marvel.report.archive"
 RUN_EVIDENCE = ("metrics.jsonl", ".hydra/config.yaml", ".hydra/overrides.yaml", "summary.json")
 
 SWEEP_EVIDENCE = "multirun.yaml"
-
-
-def finished_runs(runs_dir: Path) -> list[Path]:
-    """The dirs of the finished finetuning runs under ``runs_dir`` (itself included)."""
-    found = []
-    for path in sorted(runs_dir.rglob("summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue
-        if is_finetune_run(summary, str(path.parent)):
-            found.append(path.parent)
-    return found
 
 
 def copy_once(source: Path, target: Path, owner: Path) -> bool:
@@ -69,7 +55,7 @@ def archive(runs_dir: Path, archive_dir: Path) -> str:
     src, dest = runs_dir.resolve(), archive_dir.resolve()
     if src == dest or src in dest.parents or dest in src.parents:
         raise AnalysisError(f"{archive_dir} and {runs_dir} overlap: give an archive dir outside")
-    runs = finished_runs(runs_dir)
+    runs = finished_run_dirs(runs_dir)
     if not runs:
         raise AnalysisError(f"no finished finetuning run under {runs_dir}")
     copied = 0
