@@ -16,7 +16,7 @@ import yaml
 from marvel.report.cli import main
 from marvel.report.suites import sweep_commands
 from marvel.report.verdicts import verdicts
-from tests.helpers import job_dirs, read_metrics, read_summary
+from tests.helpers import job_dirs, read_metrics, read_summary, run_cli
 
 
 def cell(values: list[float], digits: int = 2) -> str:
@@ -96,6 +96,41 @@ def test_every_table_number_comes_from_the_runs_files(ablation_sweep: Path, repo
     for name in ("curves_0.png", "iqm_0.png", "report.json"):
         assert (figures / name).stat().st_size > 0
     assert "results/curves_0.png" in page
+
+
+def test_the_compatibility_table_comes_from_the_runs_files(
+    ablation_sweep: Path, tmp_path: Path
+) -> None:
+    """Marvel on BEAR-Lag beside the CPQ sweep: its own row, read from its own files."""
+    bearl = tmp_path / "runs" / "marvel_bearl"
+    run_cli(
+        "experiment=marvel",
+        "offline=bearl",
+        "env=BallCircle",
+        "budget=smoke",
+        f"hydra.run.dir={bearl}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
+    out = tmp_path / "page" / "RESULTS.md"
+    assert main([str(ablation_sweep), str(bearl.parent), "--out", str(out), "--reps", "50"]) == 0
+    page = out.read_text()
+    rows = {(row[1], row[2]): row for row in table_rows(page, "| task | offline algorithm |")}
+    cpq_presets = ("marvel", "vpa_pid", "vpa_only", "apid_only", "warm_start")
+    assert list(rows) == [("bearl", "marvel"), *(("cpq", preset) for preset in cpq_presets)]
+    summary = read_summary(bearl)
+    start, final = summary["initial_eval"], summary["eval"]
+    row = rows[("bearl", "marvel")]
+    assert row[3] == "1"
+    assert row[4] == f"{start['normalized_reward']:.2f} / {start['normalized_cost']:.2f}"
+    assert row[5] == f"{final['normalized_reward']:.2f}"
+    assert row[6].removesuffix(" †") == f"{final['normalized_cost']:.2f}"
+    assert row[7] == f"{summary['online']['cumulative_cost']:.0f}"
+    assert row[8] == f"{int(final['normalized_cost'] <= 1)}/1"
+    main_rows = {row[1]: row for row in table_rows(page, "| task | preset | seeds |")}
+    assert rows[("cpq", "marvel")][5:7] == main_rows["marvel"][4:6]
+    total_s = sum(read_summary(d)["timings"]["total_s"] for d in [*job_dirs(ablation_sweep), bearl])
+    (suite,) = json.loads((out.parent / "results" / "report.json").read_text()).values()
+    assert suite["run_s"] == pytest.approx(total_s)  # the compatibility runs' time counts too
 
 
 def test_the_same_runs_give_the_same_page(ablation_sweep: Path, report: Path) -> None:

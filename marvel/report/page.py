@@ -207,8 +207,8 @@ def render(
                         f"{e['safe_seeds']}/{len(e['seeds'])} |"
                     )
             lines.append("")
-        run_s = sum(e["run_s"] for t in tasks.values() for e in t["presets"].values())
-        lines += [f"Run time of this suite's runs (sum of their `total_s`): {run_s / 3600:.1f} h."]
+        hours = suite["run_s"] / 3600
+        lines += [f"Run time of this suite's runs (sum of their `total_s`): {hours:.1f} h."]
     return "\n".join(lines) + "\n"
 
 

@@ -199,4 +199,5 @@ def suite_report(runs: Sequence[Run]) -> dict[str, Any]:
             )
             if algo != "none"
         }
-    return {"tasks": tasks, "compatibility": compatibility}
+    run_s = float(sum(run.summary["timings"]["total_s"] for run in runs))
+    return {"tasks": tasks, "compatibility": compatibility, "run_s": run_s}
