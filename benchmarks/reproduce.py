@@ -97,15 +97,16 @@ class Run:
 
 def task_runs(suite: str, task: str, seeds: list[int]) -> list[Run]:
     """One task's runs of a suite: the three presets, the ablation on its four tasks and the
-    compatibility study on its one, at the paper's budget."""
+    compatibility study on its one, at the paper's budget. The study's algorithms alternate, so
+    that two jobs pretrain two of them side by side instead of one waiting on the other."""
     presets = PRESETS + (ABLATION if suite == "paper" and task in ABLATION_TASKS else ())
     runs = [Run(suite, task, preset, seed) for seed in seeds for preset in presets]
     if suite == "paper" and task == COMPAT_TASK:
         runs += [
             Run(suite, task, preset, seed, algo)
-            for algo in COMPAT_ALGOS
             for seed in seeds
             for preset in ("marvel", "warm_start")
+            for algo in COMPAT_ALGOS
         ]
     return runs
 

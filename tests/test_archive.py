@@ -136,3 +136,22 @@ def test_the_campaign_archives_each_run_and_goes_on_where_it_stopped(tmp_path: P
     assert later.returncode == 0
     assert "smoke/BallCircle/from_scratch_s1: not started (about 86400 s" in later.stdout
     assert not (tmp_path / "runs" / "smoke" / "BallCircle" / "from_scratch_s1").exists()
+
+
+def test_the_campaign_starts_each_pretraining_beside_another(tmp_path: Path) -> None:
+    """Two jobs never wait on one pretraining: each (task, offline algorithm)'s first run is
+    followed by a run of another one, so the second job pretrains that one meanwhile."""
+    where = ["--runs", str(tmp_path / "runs"), "--archive", str(tmp_path / "archive")]
+    listed = reproduce(*where, "--suites", "paper", "--dry-run")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    commands = [line.split() for line in listed.stdout.splitlines() if line.startswith("run.py")]
+    assert len(commands) == 8 * 3 * 3 + 4 * 3 * 3 + 2 * 2 * 3  # presets, ablation, compatibility
+
+    def pretraining(command: list[str]) -> tuple[str, str]:
+        overrides = dict(arg.split("=", 1) for arg in command[1:] if "=" in arg)
+        return overrides["env"], overrides.get("offline", "cpq")
+
+    keys = [pretraining(command) for command in commands]
+    firsts = [i for i, key in enumerate(keys) if key not in keys[:i]]
+    assert len(firsts) == 8 + 2
+    assert all(keys[i + 1] != keys[i] for i in firsts)
