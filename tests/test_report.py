@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from marvel.report.cli import main
-from marvel.report.suites import sweep_commands
-from marvel.report.verdicts import verdicts
+from marvel.report.suites import load_runs, sweep_commands
+from marvel.report.verdicts import diagnostics, verdicts
 from tests.helpers import job_dirs, read_metrics, read_summary, run_cli
 
 
@@ -235,3 +235,25 @@ def test_single_runs_show_as_the_multirun_that_makes_them(tmp_path: Path) -> Non
     assert sweep_commands([tmp_path]) == [
         "python run.py -m experiment=marvel,warm_start env=CarRun budget=paper seed=0,1"
     ]
+
+
+def test_marvels_diagnostics_come_from_its_metrics(ablation_sweep: Path) -> None:
+    """ "Where Marvel fails" reads lambda, Q_c against Monte-Carlo, KL to pi_0 and the entropy
+    from each Marvel run's metrics.jsonl, means over the seeds."""
+    marvel = [run for run in load_runs([ablation_sweep]) if run.experiment == "marvel"]
+    facts = diagnostics(marvel)
+    per_seed = defaultdict(list)
+    for run in marvel:
+        rows = read_metrics(Path(run.record.source))
+        keys = ("lagrange/lambda", "diag/q_cost", "diag/kl_to_pi0", "diag/entropy")
+        series = {key: [r[key] for r in rows if r.get(key) is not None] for key in keys}
+        assert all(series.values())
+        per_seed["lambda_final"].append(series["lagrange/lambda"][-1])
+        per_seed["lambda_max"].append(max(series["lagrange/lambda"]))
+        per_seed["q_cost_first"].append(series["diag/q_cost"][0])
+        per_seed["kl_final"].append(series["diag/kl_to_pi0"][-1])
+        per_seed["entropy_first"].append(series["diag/entropy"][0])
+        per_seed["entropy_final"].append(series["diag/entropy"][-1])
+    assert len(marvel) == 2
+    for key, values in per_seed.items():
+        assert facts[key] == pytest.approx(np.mean(values)), key

@@ -42,7 +42,9 @@ def diagnosis_line(entry: Mapping[str, Any], facts: Mapping[str, float | None]) 
         f"{_num(facts['mc_cost_first'])} in the first iteration, {_num(facts['q_cost'])} vs "
         f"{_num(facts['mc_cost'])} over the last third",
         "KL to pi_0 at the end "
-        + ("–" if facts["kl_final"] is None else f"{facts['kl_final']:.3g}"),
+        + ("–" if facts["kl_final"] is None else f"{facts['kl_final']:.3g}")
+        + f", with the policy's entropy {_num(facts['entropy_first'])} in the first iteration "
+        f"and {_num(facts['entropy_final'])} at the end",
     ]
     return "; ".join(parts) + "."
 

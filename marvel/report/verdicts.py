@@ -127,7 +127,8 @@ def diagnostics(runs: Sequence[Run]) -> dict[str, float | None]:
     """Marvel's own diagnostics, means over its seeds: final lambda and its maximum; the share of
     iterations with aPID's K_p at its floor K0 / gain_clip; the rollouts' and the evaluations'
     normalized cost over the last third; Q_c against the rollouts' Monte-Carlo cost in the first
-    iteration and over the last third; the KL divergence to pi_0 at the end."""
+    iteration and over the last third; the KL divergence to pi_0 at the end, and the policy's
+    entropy in the first iteration and at the end (the scale of that KL)."""
 
     def mean(values: Sequence[float | None]) -> float | None:
         kept = [v for v in values if v is not None]
@@ -156,6 +157,9 @@ def diagnostics(runs: Sequence[Run]) -> dict[str, float | None]:
         per_run["mc_cost"].append(mean([r.get("diag/mc_cost") for r in late]))
         kl = [r["diag/kl_to_pi0"] for r in rows if r.get("diag/kl_to_pi0") is not None]
         per_run["kl_final"].append(kl[-1] if kl else None)
+        entropy = [r["diag/entropy"] for r in rows if r.get("diag/entropy") is not None]
+        per_run["entropy_first"].append(entropy[0] if entropy else None)
+        per_run["entropy_final"].append(entropy[-1] if entropy else None)
     return {key: mean(values) for key, values in per_run.items()}
 
 
