@@ -13,7 +13,8 @@ the runs in flight, and the next session, on any machine, starts where this one 
 ``smoke`` suite (``budget=smoke``, run only when named) checks the commands.
 
 ``--until HH:MM`` (UTC) starts no run that would end after it, judged by the wall time of the
-same suite, task and method already in the archive. Each start and end is appended to the
+same suite, task and method already in the archive, less the collection and pretraining (shared
+by a task's runs, cached after the first). Each start and end is appended to the
 archive's ``attempts.log``: the campaign's CPU time, interrupted attempts included.
 
 The tasks of a suite run two by two, their runs interleaved, so that two jobs pretrain two tasks
@@ -58,6 +59,7 @@ SUITES = {  # name -> the overrides of its every run
     "smoke": ("budget=smoke",),
 }
 REPORTED = ("default", "paper")
+SHARED_STAGES = ("collect_s", "pretrain_s")  # summary.json's timings of a task's dataset and pi_0
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,13 @@ def archived(run: Run, archive_dir: Path) -> bool:
 
 
 def expected_wall_s(run: Run, archive_dir: Path) -> float | None:
-    """The median wall time of the archived runs of the same suite, task and preset."""
-    times = [
-        json.loads(path.read_text())["timings"]["total_s"]
-        for path in (archive_dir / run.suite / run.task).glob(f"{run.method}_s*/summary.json")
-    ]
+    """The median wall time of the archived runs of the same suite, task and method, less the
+    collection and pretraining: a task's runs share those, made by its first run in a session
+    and cached for the others."""
+    times = []
+    for path in (archive_dir / run.suite / run.task).glob(f"{run.method}_s*/summary.json"):
+        timings = json.loads(path.read_text())["timings"]
+        times.append(timings["total_s"] - sum(timings.get(k, 0.0) for k in SHARED_STAGES))
     return statistics.median(times) if times else None
 
 

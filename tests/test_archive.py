@@ -7,6 +7,7 @@ ends, not run again, and a run that would end after ``--until`` not started."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -155,3 +156,25 @@ def test_the_campaign_starts_each_pretraining_beside_another(tmp_path: Path) -> 
     firsts = [i for i, key in enumerate(keys) if key not in keys[:i]]
     assert len(firsts) == 8 + 2
     assert all(keys[i + 1] != keys[i] for i in firsts)
+
+
+def test_the_expected_time_leaves_out_the_shared_collection_and_pretraining(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
+    assert spec is not None and spec.loader is not None
+    reproduce_module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "reproduce", reproduce_module)  # its dataclass looks it up
+    spec.loader.exec_module(reproduce_module)
+    run = reproduce_module.Run("paper", "DroneRun", "marvel", 1)
+    assert reproduce_module.expected_wall_s(run, tmp_path) is None  # none archived: it starts
+    timings = [  # the first run of the session made the dataset and pi_0; the second found them
+        {"collect_s": 600.0, "pretrain_s": 900.0, "vpa_s": 80.0, "finetune_s": 850.0},
+        {"vpa_s": 80.0, "finetune_s": 890.0},
+    ]
+    for seed, stages in enumerate(timings):
+        run_dir = tmp_path / "paper" / "DroneRun" / f"marvel_s{seed}"
+        run_dir.mkdir(parents=True)
+        summary = {"timings": {**stages, "total_s": sum(stages.values()) + 2.0}}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert reproduce_module.expected_wall_s(run, tmp_path) == pytest.approx((932.0 + 972.0) / 2)
