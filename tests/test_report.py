@@ -15,7 +15,7 @@ import yaml
 
 from marvel.report.cli import main
 from marvel.report.suites import load_runs, sweep_commands
-from marvel.report.verdicts import diagnostics, verdicts
+from marvel.report.verdicts import diagnostics, fails, verdicts
 from tests.helpers import job_dirs, read_metrics, read_summary, run_cli
 
 
@@ -168,8 +168,10 @@ def test_verdicts() -> None:
         "cheaper_than_scratch": True,
         "vpa_ranks_costs": True,
     }
-    fails = verdicts({"marvel": entry(0.5, 1.2, 1000), "from_scratch": entry(0.8, 0.5, 900)}, None)
-    assert {name: v["holds"] for name, v in fails.items()} == {
+    over_limit = verdicts(
+        {"marvel": entry(0.5, 1.2, 1000), "from_scratch": entry(0.8, 0.5, 900)}, None
+    )
+    assert {name: v["holds"] for name, v in over_limit.items()} == {
         "under_limit": False,
         "best_safe_reward": False,
         "cheaper_than_scratch": False,
@@ -186,6 +188,16 @@ def test_verdicts() -> None:
     assert nothing_learnt["under_limit"]["why"] == "no preset learns: best reward 0.02"
     below = verdicts({"marvel": entry(0.5, 0.5, 10), "warm_start": entry(0.6, 0.5, 9)}, None)
     assert below["best_safe_reward"] == {"holds": False, "why": "0.50 vs warm_start 0.60"}
+    # a from scratch that never stands up (AntCircle) incurs no cost: Marvel fails claim 3 alone
+    fallen = verdicts({"marvel": entry(0.5, 0.5, 100), "from_scratch": entry(0.0, 0.0, 0)}, rho)
+    assert [name for name, v in fallen.items() if v["holds"] is False] == ["cheaper_than_scratch"]
+    assert [fails(v) for v in (holds, over_limit, fallen, below, nothing_learnt)] == [
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
 def copy_runs(ablation_sweep: Path, dest: Path, presets: tuple[str, ...]) -> list[Path]:

@@ -20,7 +20,7 @@ each preset's final and last-third scores and cumulative online cost, and a verd
    actions as the paper's table has it (the dataset's actions shown beside).
 
 A task where no preset's mean final normalized reward reaches 0.05 gets no verdict (nothing
-learnt, so nothing to compare). Where Marvel fails claim 1 or 2 the page lists its runs' own
+learnt, so nothing to compare). Where Marvel fails claim 1, 2 or 3 the page lists its runs' own
 diagnostics, and the sentence given for that suite and task in ``--notes`` (a YAML mapping
 ``<suite label>/<task>`` to text).
 Runs made under different numerics, two runs of one (suite, task, preset, algorithm, seed) and

@@ -22,6 +22,13 @@ CLAIMS = (
     ("cheaper_than_scratch", "cumulative cost < from scratch"),
     ("vpa_ranks_costs", "VPA raises the cost critic's rank correlation (random actions)"),
 )
+# The claims on what finetuning achieves; the fourth is about VPA's mechanism.
+OUTCOMES = ("under_limit", "best_safe_reward", "cheaper_than_scratch")
+
+
+def fails(claims: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether Marvel fails a task: one of its outcome claims does (the page then gives why)."""
+    return any(claims[name]["holds"] is False for name in OUTCOMES)
 
 
 def preset_entry(runs: Sequence[Run]) -> dict[str, Any]:
@@ -183,10 +190,7 @@ def suite_report(runs: Sequence[Run]) -> dict[str, Any]:
             "spearman_cost": rho,
             "verdicts": verdicts(entries, rho),
         }
-        failed = any(
-            task["verdicts"][c]["holds"] is False for c in ("under_limit", "best_safe_reward")
-        )
-        if failed and "marvel" in presets:
+        if fails(task["verdicts"]) and "marvel" in presets:
             task["diagnostics"] = diagnostics(presets["marvel"])
         tasks[env] = task
     compatibility = {}
