@@ -66,33 +66,35 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def _git(*args: str) -> str | None:
-    """Output of ``git <args>`` run in the marvel package's directory; None if that fails."""
+def _git(repo: Path, *args: str) -> str | None:
+    """Output of ``git <args>`` run in ``repo``; None if that fails."""
     try:
-        proc = subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def git_state(repo: Path) -> dict[str, Any]:
+    """The commit checked out in ``repo`` and whether tracked files differ from it (untracked
+    files, such as run dirs, do not make it dirty); None where git cannot tell."""
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": _git(repo, "rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+    }
+
+
 def run_metadata() -> dict[str, Any]:
     """Where and with what a run ran: Python, host, package versions, git state, torch device,
     and the CPU numerics (mode, settings, threads, CPU model: marvel/numerics.py)."""
-    status = _git("status", "--porcelain")
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "packages": {name: _package_version(name) for name in PACKAGES},
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
+        **git_state(Path(__file__).resolve().parent),
         "cuda_available": cuda,
         "device_name": torch.cuda.get_device_name(0) if cuda else "cpu",
         "numerics": numerics.describe(),

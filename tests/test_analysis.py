@@ -278,6 +278,25 @@ def test_iqm_confidence_intervals_repeat_exactly() -> None:
     assert first[0]["ci_low"] < first[0]["iqm"] < first[0]["ci_high"]
 
 
+def test_iqm_interval_of_a_method_does_not_depend_on_the_others() -> None:
+    """Each method resamples from its own stream: adding a method leaves the others' CIs."""
+    rng = np.random.default_rng(11)
+    runs = [
+        RunRecord(
+            env, method, seed, {"seed": seed}, {k: float(rng.random()) for k in IQM_KEYS}, {}, ""
+        )
+        for method in ("a", "b")
+        for env in ("AntRun", "BallRun", "CarRun")
+        for seed in range(4)
+    ]
+    together = iqm_estimates(group_runs(label_methods(runs)), reps=200, seed=0)
+    for method, own_runs in (("a", runs[:12]), ("b", runs[12:])):
+        alone = iqm_estimates(group_runs(label_methods(own_runs)), reps=200, seed=0)
+        assert [r["method"] for r in alone] == [method] * 2
+        assert alone == [r for r in together if r["method"] == method]
+        assert all(r["ci_low"] < r["iqm"] < r["ci_high"] for r in alone)
+
+
 IQM_KEYS = ("normalized_reward", "normalized_cost")
 
 

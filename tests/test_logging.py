@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 import wandb
 
-from marvel.logging import RunLogger, redact, run_metadata
+from marvel.logging import RunLogger, git_state, redact, run_metadata
 from tests.helpers import compose_config, run_cli
 
 
@@ -212,6 +213,25 @@ def test_run_metadata() -> None:
     assert "git_commit" in meta and "git_dirty" in meta
     assert isinstance(meta["cuda_available"], bool)
     json.dumps(meta)
+
+
+def test_git_state_dirty_only_for_tracked_changes(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "summary.json").write_text("{}")
+    state = git_state(tmp_path)
+    assert len(state["git_commit"]) == 40 and state["git_dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["git_dirty"] is True
+    outside = tmp_path.parent / f"{tmp_path.name}-no-repo"
+    outside.mkdir()
+    assert git_state(outside) == {"git_commit": None, "git_dirty": None}
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -109,16 +110,43 @@ def aggregate(
     return mark_safe_and_best(table)
 
 
+def _method_seed(seed: int, method: str) -> int:
+    """The bootstrap seed of one method: ``seed`` and the method's name, so that its interval
+    does not depend on which other methods are in the table."""
+    return zlib.crc32(f"{seed}:{method}".encode())
+
+
+def _iqm_interval(scores: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
+    """IQM of a (seeds x envs) score matrix and its stratified-bootstrap 95% CI, drawn from
+    RandomState(``seed``)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    # arch (under rliable) draws from numpy's global generator whatever random_state says:
+    # seed it for the call, and put the caller's state back
+    global_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # arch: RandomState deprecated
+            point, interval = rly.get_interval_estimates(
+                {"m": scores},
+                lambda x: np.array([metrics.aggregate_iqm(x)]),
+                reps=reps,
+                random_state=np.random.RandomState(seed),
+            )
+    finally:
+        np.random.set_state(global_state)
+    return float(point["m"][0]), float(interval["m"][0, 0]), float(interval["m"][1, 0])
+
+
 def iqm_estimates(
     groups: Mapping[str, Mapping[str, Sequence[RunRecord]]], reps: int, seed: int
 ) -> list[dict[str, Any]]:
     """IQM over (seeds x envs) of the final normalized reward and cost, with rliable's
-    stratified-bootstrap 95% CIs (``reps`` resamples, RandomState(``seed``)), for the methods
-    run on every env; a method with unequal seed counts across envs uses its smallest count
-    (its first runs by seed)."""
-    from rliable import library as rly
-    from rliable import metrics
-
+    stratified-bootstrap 95% CIs (``reps`` resamples; each method's own RandomState, from
+    ``seed`` and its name), for the methods run on every env; a method with unequal seed counts
+    across envs uses its smallest count (its first runs by seed)."""
     envs = list(groups)
     all_methods = set().union(*(set(methods) for methods in groups.values()))
     common = set.intersection(*(set(methods) for methods in groups.values()))
@@ -141,31 +169,18 @@ def iqm_estimates(
             )
     rows = []
     for metric in IQM_METRICS:
-        # arch (under rliable) draws from numpy's global generator whatever random_state says:
-        # seed it for the call, and put the caller's state back
-        global_state = np.random.get_state()
-        np.random.seed(seed)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # arch: RandomState deprecated
-                point, interval = rly.get_interval_estimates(
-                    scores[metric],
-                    lambda x: np.array([metrics.aggregate_iqm(x)]),
-                    reps=reps,
-                    random_state=np.random.RandomState(seed),
-                )
-        finally:
-            np.random.set_state(global_state)
-        rows += [
-            {
-                "metric": metric,
-                "method": method,
-                "iqm": float(point[method][0]),
-                "ci_low": float(interval[method][0, 0]),
-                "ci_high": float(interval[method][1, 0]),
-                "n_seeds": n_seeds[method],
-                "n_envs": len(envs),
-            }
-            for method in methods
-        ]
+        for method in methods:
+            method_seed = _method_seed(seed, method)
+            point, low, high = _iqm_interval(scores[metric][method], reps, method_seed)
+            rows.append(
+                {
+                    "metric": metric,
+                    "method": method,
+                    "iqm": point,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_seeds": n_seeds[method],
+                    "n_envs": len(envs),
+                }
+            )
     return rows

@@ -176,7 +176,8 @@ def render(
                 "### Aggregate over tasks",
                 "",
                 "Interquartile mean of the final scores over tasks x seeds, with rliable's "
-                "stratified-bootstrap 95% confidence intervals (presets run on every task):",
+                "stratified-bootstrap 95% confidence intervals (presets run on every task; each "
+                "preset draws its own resamples, so its interval does not depend on the others):",
                 "",
                 "| score | preset | IQM | 95% CI | tasks | seeds |",
                 "|---|---|---:|---|---:|---:|",
